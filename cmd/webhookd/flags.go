@@ -1,0 +1,189 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// options is everything the command line and environment say. It lives only
+// in main's stack: each package receives its own Config built from it.
+type options struct {
+	httpAddr       string
+	dataDir        string
+	natsURL        string
+	natsListen     string
+	subjectPrefix  string
+	apiKeys        string
+	allowPrivate   bool
+	allowCIDRs     string
+	caFile         string
+	deliveryTO     time.Duration
+	logLevel       string
+	logFormat      string
+	retryInitial   time.Duration
+	retryMaxIvl    time.Duration
+	retryMaxAge    time.Duration
+	retryMaxTries  int
+	maxConnsHost   int
+	maxEventBytes  int
+	eventRetention time.Duration
+	replicas       int
+	syncAlways     bool
+	pprofAddr      string
+
+	natsName     string
+	natsCreds    string
+	natsNKey     string
+	natsUser     string
+	natsPassword string
+	natsToken    string
+	natsTLSCA    string
+	natsTLSCert  string
+	natsTLSKey   string
+}
+
+const envPrefix = "WEBHOOKD_"
+
+// envName is the environment twin of a flag: --retry-max-age ->
+// WEBHOOKD_RETRY_MAX_AGE.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("webhookd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "address of the management API, /healthz, /readyz and /metrics")
+	fs.StringVar(&o.dataDir, "data-dir", "./data", "directory for the bbolt registry and the embedded NATS store")
+	fs.StringVar(&o.natsURL, "nats-url", "", "external NATS server(s), comma-separated; empty starts an embedded server")
+	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
+	fs.StringVar(&o.subjectPrefix, "subject-prefix", "events", "events arrive on <prefix>.<workspaceId>.<eventType>")
+	fs.StringVar(&o.apiKeys, "api-keys", "", "API keys as workspace:key,workspace:key (empty: a bootstrap key is created)")
+	fs.BoolVar(&o.allowPrivate, "allow-private-targets", false, "allow webhook URLs on loopback/private/link-local addresses (development only)")
+	fs.StringVar(&o.allowCIDRs, "allow-target-cidrs", "", "comma-separated private CIDRs webhooks may target despite the SSRF guard")
+	fs.StringVar(&o.caFile, "ca-file", "", "PEM file of extra CAs trusted for HTTPS deliveries (system roots stay trusted)")
+	fs.DurationVar(&o.deliveryTO, "delivery-timeout", 15*time.Second, "time limit of one delivery attempt")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&o.retryInitial, "retry-initial", 5*time.Second, "delay before the first retry")
+	fs.DurationVar(&o.retryMaxIvl, "retry-max-interval", 4*time.Hour, "longest delay between two attempts")
+	fs.DurationVar(&o.retryMaxAge, "retry-max-age", 72*time.Hour, "give up on a delivery this long after its first attempt")
+	fs.IntVar(&o.retryMaxTries, "retry-max-attempts", 0, "give up after this many attempts in all (0: bounded by age only)")
+	fs.IntVar(&o.maxConnsHost, "max-conns-per-host", 64, "concurrent deliveries to one destination host")
+	fs.IntVar(&o.maxEventBytes, "max-event-bytes", 256<<10, "largest event accepted; larger ones are counted and dropped")
+	fs.DurationVar(&o.eventRetention, "event-retention", 7*24*time.Hour, "how long the events stream keeps events")
+	fs.IntVar(&o.replicas, "stream-replicas", 1, "JetStream replicas for webhookd's streams (clustered NATS)")
+	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded NATS: fsync every write (survives power loss, slower)")
+	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve /debug/pprof on this address (off when empty)")
+	fs.StringVar(&o.natsName, "nats-name", "webhookd", "NATS connection name")
+	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS credentials file (JWT + nkey)")
+	fs.StringVar(&o.natsNKey, "nats-nkey", "", "NATS nkey seed file")
+	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user name")
+	fs.StringVar(&o.natsPassword, "nats-password", "", "NATS password")
+	fs.StringVar(&o.natsToken, "nats-token", "", "NATS token")
+	fs.StringVar(&o.natsTLSCA, "nats-tls-ca", "", "CA file for the NATS server's certificate")
+	fs.StringVar(&o.natsTLSCert, "nats-tls-cert", "", "client certificate for NATS (with --nats-tls-key)")
+	fs.StringVar(&o.natsTLSKey, "nats-tls-key", "", "client key for NATS (with --nats-tls-cert)")
+	fs.Usage = func() { usage(fs) }
+	return fs
+}
+
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, "Usage: webhookd [flags]\n       webhookd version\n       webhookd healthcheck [--url URL]\n\n")
+	fmt.Fprintf(w, "Every flag has an environment twin; a flag given on the command line wins.\n\n")
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	sort.Strings(names)
+	for _, n := range names {
+		f := fs.Lookup(n)
+		def := f.DefValue
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "  --%s\n      %s\n      (env %s, default %s)\n", n, f.Usage, envName(n), def)
+	}
+}
+
+// errUsage marks errors that should exit with status 2.
+var errUsage = errors.New("usage")
+
+// parseOptions reads args, then fills every flag not given from its
+// environment twin. Any bad value is an errUsage naming the flag.
+func parseOptions(args []string, getenv func(string) string, out io.Writer) (options, error) {
+	var o options
+	fs := newFlagSet(&o, out)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || envErr != nil {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%w: invalid value for %s (flag --%s): %v", errUsage, envName(f.Name), f.Name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return o, envErr
+	}
+	if err := o.validate(); err != nil {
+		return o, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return o, nil
+}
+
+func (o *options) validate() error {
+	positive := map[string]time.Duration{"--delivery-timeout": o.deliveryTO, "--retry-initial": o.retryInitial,
+		"--retry-max-interval": o.retryMaxIvl, "--retry-max-age": o.retryMaxAge, "--event-retention": o.eventRetention}
+	for name, d := range positive {
+		if d <= 0 {
+			return fmt.Errorf("%s must be positive, got %s", name, d)
+		}
+	}
+	switch {
+	case o.retryMaxIvl < o.retryInitial:
+		return fmt.Errorf("--retry-max-interval (%s) must not be below --retry-initial (%s)", o.retryMaxIvl, o.retryInitial)
+	case o.retryMaxTries < 0:
+		return fmt.Errorf("--retry-max-attempts must be 0 or more, got %d", o.retryMaxTries)
+	case o.maxConnsHost < 1:
+		return fmt.Errorf("--max-conns-per-host must be at least 1, got %d", o.maxConnsHost)
+	case o.maxEventBytes < 1024:
+		return fmt.Errorf("--max-event-bytes must be at least 1024, got %d", o.maxEventBytes)
+	case o.replicas < 1 || o.replicas > 5:
+		return fmt.Errorf("--stream-replicas must be 1 to 5, got %d", o.replicas)
+	case o.dataDir == "":
+		return errors.New("--data-dir must not be empty")
+	}
+	switch o.logLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level must be debug, info, warn or error, got %q", o.logLevel)
+	}
+	switch o.logFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format must be text or json, got %q", o.logFormat)
+	}
+	return nil
+}
+
+// lookupEnv adapts os.Getenv for parseOptions.
+func lookupEnv(k string) string { return os.Getenv(k) }

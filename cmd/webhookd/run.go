@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/webhookd/webhookd/dispatcher"
+	"github.com/webhookd/webhookd/dispatcher/retry"
+	"github.com/webhookd/webhookd/dispatcher/transport"
+	"github.com/webhookd/webhookd/events"
+	"github.com/webhookd/webhookd/events/natsconn"
+	"github.com/webhookd/webhookd/registry"
+	"github.com/webhookd/webhookd/registry/api"
+	"github.com/webhookd/webhookd/registry/ssrf"
+)
+
+func newLogger(o options, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(o.logLevel))
+	hopts := &slog.HandlerOptions{Level: lvl}
+	if o.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, hopts))
+	}
+	return slog.New(slog.NewTextHandler(w, hopts))
+}
+
+// run starts everything in dependency order, blocks until ctx ends, and
+// stops everything in reverse order.
+func run(ctx context.Context, o options, logOut io.Writer) error {
+	log := newLogger(o, logOut)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "webhookd", Name: "build_info",
+		Help: "Always 1; the version label says which build is running.", ConstLabels: prometheus.Labels{"version": buildVersion()}})
+	buildInfo.Set(1)
+	reg.MustRegister(buildInfo)
+
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+
+	// 1. Registry.
+	store, err := registry.Open(registry.Config{Path: filepath.Join(o.dataDir, "webhookd.db"), Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing registry", "err", err)
+		}
+	}()
+	keys, err := apiKeys(ctx, o, store, log)
+	if err != nil {
+		return err
+	}
+
+	// 2. NATS: embedded unless an external URL is given.
+	natsURL := o.natsURL
+	var inProcess nats.InProcessConnProvider
+	if natsURL == "" {
+		emb, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{
+			Listen: o.natsListen, StoreDir: filepath.Join(o.dataDir, "jetstream"),
+			SyncAlways: o.syncAlways, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		defer emb.Shutdown()
+		natsURL, inProcess = emb.ClientURL(), emb.Server()
+		log.Info("embedded NATS started", "url", natsURL)
+	}
+	nc, err := natsconn.Connect(natsconn.Config{
+		URL: natsURL, Name: o.natsName, InProcess: inProcess,
+		CredsFile: o.natsCreds, NKeySeedFile: o.natsNKey, User: o.natsUser, Password: o.natsPassword,
+		Token: o.natsToken, CAFile: o.natsTLSCA, CertFile: o.natsTLSCert, KeyFile: o.natsTLSKey,
+		Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Drain flushes the acks of the last deliveries before closing.
+		if err := nc.Drain(); err == nil {
+			for i := 0; i < 50 && !nc.IsClosed(); i++ {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		nc.Close()
+	}()
+
+	// 3. Dispatcher.
+	guard, err := targetGuard(o)
+	if err != nil {
+		return err
+	}
+	var roots *x509.CertPool
+	if o.caFile != "" {
+		if roots, err = loadCAs(o.caFile); err != nil {
+			return err
+		}
+	}
+	client, err := transport.NewClient(transport.Config{
+		Timeout: o.deliveryTO, Guard: guard, MaxConnsPerHost: o.maxConnsHost, RootCAs: roots,
+	})
+	if err != nil {
+		return err
+	}
+	disp, err := dispatcher.New(dispatcher.Config{
+		Conn: nc, Subscriptions: store.Index(), Failures: store, Client: client,
+		EventStream: events.StreamConfig{
+			Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
+		},
+		MaxEventBytes: o.maxEventBytes,
+		Replicas:      o.replicas,
+		Retry: retry.Policy{
+			Initial: o.retryInitial, MaxInterval: o.retryMaxIvl, MaxAge: o.retryMaxAge, MaxAttempts: o.retryMaxTries,
+		},
+		DeliveryTimeout: o.deliveryTO,
+		MaxConnsPerHost: o.maxConnsHost,
+		UserAgent:       "webhookd/" + buildVersion(),
+		Logger:          log,
+		Registerer:      reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	// 4. HTTP API.
+	srv, err := api.New(api.Config{
+		Store: store, Keys: keys, Validator: registry.Validator{Guard: guard},
+		Logger: log, Gatherer: reg, Registerer: reg, Redeliver: disp,
+		Ready: func() error {
+			if !nc.IsConnected() {
+				return errors.New("NATS is not connected")
+			}
+			return disp.Ready()
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	log.Info("webhookd started", "version", buildVersion(), "http", ln.Addr().String(), "data_dir", o.dataDir)
+
+	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDisp()
+	var wg sync.WaitGroup
+	var dispErr, apiErr error
+	wg.Go(func() { dispErr = disp.Run(dispCtx) })
+	if o.pprofAddr != "" {
+		stopPprof, err := servePprof(o.pprofAddr, log)
+		if err != nil {
+			stopDisp()
+			wg.Wait()
+			return err
+		}
+		defer stopPprof()
+	}
+	// The API runs until the signal; then the dispatcher finishes its
+	// in-flight work; then the deferred closes run: NATS, embedded server,
+	// bbolt.
+	apiErr = srv.Run(ctx, ln)
+	log.Info("shutting down")
+	stopDisp()
+	wg.Wait()
+	return errors.Join(apiErr, dispErr)
+}
+
+func apiKeys(ctx context.Context, o options, store *registry.Store, log *slog.Logger) (*registry.KeyRing, error) {
+	parsed, err := registry.ParseAPIKeys(o.apiKeys)
+	if err != nil {
+		return nil, fmt.Errorf("--api-keys: %w", err)
+	}
+	if len(parsed) == 0 {
+		path := filepath.Join(o.dataDir, "bootstrap-api-key")
+		created, err := store.Bootstrap(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			log.Info("no API key configured: created one for workspace \"default\"", "file", path)
+		}
+	}
+	stored, err := store.StoredKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return registry.NewKeyRing(parsed, stored), nil
+}
+
+func targetGuard(o options) (*ssrf.Guard, error) {
+	cidrs, err := ssrf.ParseCIDRs(o.allowCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("--allow-target-cidrs: %w", err)
+	}
+	return &ssrf.Guard{AllowPrivate: o.allowPrivate, AllowCIDRs: cidrs}, nil
+}
+
+func loadCAs(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca-file: %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-addr: %w", err)
+	}
+	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof server", "err", err)
+		}
+	}()
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return func() { _ = s.Close() }, nil
+}

@@ -1,0 +1,150 @@
+package dispatcher
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/webhookd/webhookd/dispatcher/retry"
+	"github.com/webhookd/webhookd/events"
+)
+
+// Config configures a Dispatcher. Fields marked required must be set; every
+// other zero value picks the documented default.
+type Config struct {
+	// Conn is webhookd's NATS connection. Required. The dispatcher makes its
+	// own JetStream context on it, with bounded async publishing.
+	Conn *nats.Conn
+	// Subscriptions finds the webhooks an event goes to. Required.
+	Subscriptions Subscriptions
+	// Failures records deliveries the retry policy gave up on. Required.
+	Failures FailureRecorder
+	// Client performs the HTTP attempts; build it with dispatcher/transport so
+	// it carries the SSRF guard, timeouts and no-redirect policy. Required.
+	Client *http.Client
+
+	// EventStream configures the stream that captures published events.
+	EventStream events.StreamConfig
+	// MaxEventBytes is the largest event accepted. Zero means 256 KiB.
+	MaxEventBytes int
+
+	// DeliveriesStream names the stream holding delivery jobs and scheduled
+	// retries. Zero means "WEBHOOKD_DELIVERIES".
+	DeliveriesStream string
+	// DeliveriesSubject is the subject root of that stream; jobs go to
+	// <root>.job.<webhookId> and retries wait on <root>.sched.<webhookId>.<n>.
+	// It must not overlap the event subjects. Zero means "webhookd.deliveries".
+	DeliveriesSubject string
+	// FanoutConsumer and DeliveryConsumer name the durable consumers that all
+	// instances share. Zero means "webhookd-fanout" and "webhookd-deliver".
+	FanoutConsumer   string
+	DeliveryConsumer string
+	// Replicas is the deliveries stream's replica count. Zero means 1.
+	Replicas int
+
+	// Retry is the retry policy (zero value: 5s initial, 4h cap, 72h age).
+	Retry retry.Policy
+	// DeliveryTimeout bounds one HTTP attempt. Zero means 15s. It must match
+	// the Client's timeout; the ack deadline is derived from it.
+	DeliveryTimeout time.Duration
+	// MaxConnsPerHost caps concurrent attempts to one destination host, so a
+	// slow receiver only ever slows itself. Zero means 64.
+	MaxConnsPerHost int
+	// HostQueue is how many jobs may wait for one host's free connection
+	// before further jobs for it are handed back to JetStream for a moment.
+	// Zero means 1024.
+	HostQueue int
+	// Workers caps concurrent attempts across all hosts. Zero means 2048.
+	Workers int
+	// FetchBatch is how many messages each consumer keeps buffered. Zero
+	// means 512.
+	FetchBatch int
+	// MaxAckPending bounds unacknowledged delivery jobs per consumer across
+	// all instances. Zero means 20000.
+	MaxAckPending int
+
+	// UserAgent is sent with every attempt. Zero means "webhookd".
+	UserAgent string
+	// Logger receives operational logs. Nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the dispatcher's metrics. Nil means none.
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() error {
+	if c.Conn == nil || c.Subscriptions == nil || c.Failures == nil || c.Client == nil {
+		return errors.New("dispatcher: Conn, Subscriptions, Failures and Client are required")
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = 256 << 10
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defs := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	defs(&c.DeliveriesStream, "WEBHOOKD_DELIVERIES")
+	defs(&c.DeliveriesSubject, "webhookd.deliveries")
+	defs(&c.FanoutConsumer, "webhookd-fanout")
+	defs(&c.DeliveryConsumer, "webhookd-deliver")
+	defs(&c.UserAgent, "webhookd")
+	def(&c.Replicas, 1)
+	def(&c.MaxConnsPerHost, 64)
+	def(&c.HostQueue, 1024)
+	def(&c.Workers, 2048)
+	def(&c.FetchBatch, 512)
+	def(&c.MaxAckPending, 20000)
+	if c.DeliveryTimeout == 0 {
+		c.DeliveryTimeout = 15 * time.Second
+	}
+	for name, v := range map[string]int{"MaxConnsPerHost": c.MaxConnsPerHost, "HostQueue": c.HostQueue,
+		"Workers": c.Workers, "FetchBatch": c.FetchBatch, "MaxAckPending": c.MaxAckPending, "Replicas": c.Replicas} {
+		if v < 0 {
+			return fmt.Errorf("dispatcher: %s must not be negative", name)
+		}
+	}
+	if c.DeliveryTimeout < 0 {
+		return errors.New("dispatcher: DeliveryTimeout must not be negative")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if err := events.ValidatePrefix(c.DeliveriesSubject); err != nil {
+		return fmt.Errorf("dispatcher: deliveries subject: %w", err)
+	}
+	prefix := c.EventStream.Subjects.Prefix
+	if prefix == "" {
+		prefix = "events"
+	}
+	if overlaps(prefix, c.DeliveriesSubject) {
+		return fmt.Errorf("dispatcher: deliveries subject %q overlaps event prefix %q", c.DeliveriesSubject, prefix)
+	}
+	return nil
+}
+
+// ackWait is how long JetStream waits for an ack before redelivering. It
+// must outlast one attempt plus a queueing margin, and stay short enough that
+// work in flight at a crash comes back within 30 s of a restart.
+func (c *Config) ackWait() time.Duration {
+	return max(30*time.Second, c.DeliveryTimeout+15*time.Second)
+}
+
+// overlaps reports whether one dot-separated subject root is a prefix of
+// the other, token-wise.
+func overlaps(a, b string) bool {
+	short, long := a, b
+	if len(short) > len(long) {
+		short, long = long, short
+	}
+	return long == short || len(long) > len(short) && long[:len(short)] == short && long[len(short)] == '.'
+}

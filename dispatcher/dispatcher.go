@@ -1,0 +1,185 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/webhookd/webhookd/events"
+	"github.com/webhookd/webhookd/registry"
+)
+
+// Dispatcher runs the fan-out and delivery stages. Create it with New and
+// drive it with Run.
+type Dispatcher struct {
+	cfg     Config
+	js      jetstream.JetStream
+	log     *slog.Logger
+	m       *metrics
+	decoder events.Decoder
+
+	matchBuf []*registry.Webhook // fan-out callback's scratch; one goroutine
+
+	mu       sync.Mutex       // guards lanes and lane.workers
+	lanes    map[string]*lane // by destination host
+	workers  sync.WaitGroup   // lane workers
+	slots    chan struct{}    // global attempt limit
+	targets  sync.Map         // webhook id -> *target
+	stopping atomic.Bool
+	ready    atomic.Bool
+	running  atomic.Bool
+}
+
+// New validates cfg and builds a Dispatcher.
+func New(cfg Config) (*Dispatcher, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	// A publish whose ack never comes must fail rather than stall the
+	// fan-out's acker forever.
+	js, err := jetstream.New(cfg.Conn,
+		jetstream.WithPublishAsyncMaxPending(8192),
+		jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: jetstream: %w", err)
+	}
+	return &Dispatcher{
+		cfg:     cfg,
+		js:      js,
+		log:     cfg.Logger.With("component", "dispatcher"),
+		m:       m,
+		decoder: events.Decoder{Subjects: cfg.EventStream.Subjects, MaxBytes: cfg.MaxEventBytes},
+		lanes:   make(map[string]*lane),
+		slots:   make(chan struct{}, cfg.Workers),
+	}, nil
+}
+
+// Ready reports nil once both streams and consumers exist and deliveries
+// are flowing, so an event published after a successful Ready is captured.
+func (d *Dispatcher) Ready() error {
+	if !d.ready.Load() {
+		return errors.New("streams and consumers are not set up yet")
+	}
+	if !d.cfg.Conn.IsConnected() {
+		return errors.New("NATS is disconnected")
+	}
+	return nil
+}
+
+// Run sets up the streams and consumers (retrying while NATS is
+// unreachable), then fans out and delivers until ctx ends. On return, no
+// consumer is active, every attempt in progress has finished, and every job
+// not attempted has been handed back to JetStream.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	if !d.running.CompareAndSwap(false, true) {
+		return errors.New("dispatcher: Run called twice")
+	}
+	var fan, del jetstream.Consumer
+	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var err error
+		fan, del, err = d.setup(setupCtx)
+		cancel()
+		if err == nil {
+			break
+		}
+		d.log.Warn("setting up streams failed; retrying", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+
+	acks := make(chan pendingEvent, 1024)
+	var ackerDone sync.WaitGroup
+	ackerDone.Go(func() { d.acker(acks) })
+
+	fanCC, err := fan.Consume(func(msg jetstream.Msg) { d.fanout(msg, acks) },
+		jetstream.PullMaxMessages(d.cfg.FetchBatch),
+		jetstream.ConsumeErrHandler(d.consumeErr("fan-out")))
+	if err != nil {
+		close(acks)
+		ackerDone.Wait()
+		return fmt.Errorf("dispatcher: start fan-out: %w", err)
+	}
+	delCC, err := del.Consume(d.receive,
+		jetstream.PullMaxMessages(d.cfg.FetchBatch),
+		jetstream.ConsumeErrHandler(d.consumeErr("delivery")))
+	if err != nil {
+		fanCC.Stop()
+		<-fanCC.Closed()
+		close(acks)
+		ackerDone.Wait()
+		return fmt.Errorf("dispatcher: start delivery: %w", err)
+	}
+	d.ready.Store(true)
+	d.log.Info("dispatcher running", "events_stream", d.cfg.EventStream.Name, "deliveries_stream", d.cfg.DeliveriesStream)
+
+	tick := time.NewTicker(5 * time.Second)
+	d.sample(ctx, del)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-tick.C:
+			d.sample(ctx, del)
+		}
+	}
+	tick.Stop()
+
+	// Stop taking work: the fan-out finishes what it buffered (it is fast
+	// and only publishes), deliveries not yet started are handed back.
+	d.ready.Store(false)
+	d.stopping.Store(true)
+	fanCC.Drain()
+	delCC.Drain()
+	<-fanCC.Closed()
+	<-delCC.Closed()
+	close(acks)
+	ackerDone.Wait()
+	d.workers.Wait()
+	d.log.Info("dispatcher stopped")
+	return nil
+}
+
+func (d *Dispatcher) consumeErr(stage string) jetstream.ConsumeErrHandler {
+	return func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrConnectionReconnecting) {
+			d.log.Debug("consumer interrupted", "stage", stage, "err", err)
+			return
+		}
+		d.log.Warn("consumer error", "stage", stage, "err", err)
+	}
+}
+
+// Redeliver queues a recorded failure for a fresh round of attempts. It
+// satisfies the management API's Redeliverer.
+func (d *Dispatcher) Redeliver(ctx context.Context, f registry.Failure) error {
+	if !f.EventType.Valid() || f.ID == "" || f.WebhookID == "" || f.EventID == "" {
+		return errors.New("dispatcher: failure record is incomplete")
+	}
+	j := job{
+		DeliveryID: f.ID, WebhookID: f.WebhookID, Workspace: f.Workspace, EventID: f.EventID,
+		EventType: f.EventType, Subject: f.Subject, Published: time.Now(), Attempt: 1,
+	}
+	msgID := f.ID + ".manual." + strconv.FormatInt(time.Now().UnixNano(), 10)
+	_, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: d.jobSubject(f.WebhookID), Header: j.header(msgID), Data: f.Body})
+	if err != nil {
+		return fmt.Errorf("dispatcher: redeliver %s: %w", f.ID, err)
+	}
+	return nil
+}

@@ -1,0 +1,28 @@
+// Package dispatcher turns stored workflow events into signed HTTP
+// deliveries, at least once.
+//
+// The pipeline has two durable JetStream stages, so that no step depends on
+// memory surviving a crash:
+//
+//  1. Fan-out. A durable consumer on the events stream decodes each event,
+//     looks its subscriptions up in the registry's match index and publishes
+//     one delivery job per (event, subscription) to the deliveries stream,
+//     with Nats-Msg-Id "<deliveryId>" so a replayed fan-out is deduplicated
+//     by the server. Only when every job publish is acknowledged is the
+//     event acked. A malformed event is terminated, counted and logged once.
+//
+//  2. Delivery. A durable consumer on the deliveries stream hands each job
+//     to a per-destination-host lane (bounded concurrency and queue), which
+//     POSTs the event bytes with Standard Webhooks headers. A 2xx acks the
+//     job. Any other outcome asks the retry policy for the next delay and
+//     publishes the job again as a JetStream scheduled message ("Nats-Schedule:
+//     @at <time>") before acking the current copy: the wait is held by the
+//     server, not by a sleeping goroutine and not by the consumer's ack-pending
+//     window, so a dead receiver's retries cannot stall anyone else, and a
+//     restarted or different instance picks them up. When the policy gives up
+//     (attempts, age, or 410 Gone) the delivery is recorded as failed in the
+//     registry and counted.
+//
+// Several webhookd processes may run against one NATS cluster: they share the
+// two durable consumers and so share the work.
+package dispatcher

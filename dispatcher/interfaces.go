@@ -1,0 +1,24 @@
+package dispatcher
+
+import (
+	"context"
+
+	"github.com/webhookd/webhookd/events"
+	"github.com/webhookd/webhookd/registry"
+)
+
+// Subscriptions finds webhooks. registry.Index satisfies it; reads must be
+// safe from many goroutines and must not scan all subscriptions.
+type Subscriptions interface {
+	// Match appends to dst the webhooks an event of this workspace, type and
+	// workflow goes to.
+	Match(workspace string, t events.Type, workflowID string, dst []*registry.Webhook) []*registry.Webhook
+	// Get returns the live webhook with this id, or false once it is deleted.
+	Get(id string) (*registry.Webhook, bool)
+}
+
+// FailureRecorder keeps deliveries that ran out of retries for inspection and
+// manual retry. registry.Store satisfies it.
+type FailureRecorder interface {
+	RecordFailure(ctx context.Context, f registry.Failure) error
+}

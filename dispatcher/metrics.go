@@ -1,0 +1,104 @@
+package dispatcher
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/webhookd/webhookd/events"
+)
+
+// metrics are the dispatcher's Prometheus series. Labels are deliberately
+// low-cardinality: event type, outcome, status class, reason — never a URL,
+// a workspace or an id.
+type metrics struct {
+	eventsReceived  *prometheus.CounterVec
+	eventsRejected  *prometheus.CounterVec
+	jobsCreated     *prometheus.CounterVec
+	attempts        *prometheus.CounterVec
+	attemptDuration *prometheus.HistogramVec
+	latency         *prometheus.HistogramVec
+	failed          *prometheus.CounterVec
+	dropped         *prometheus.CounterVec
+	deferred        prometheus.Counter
+	inflight        prometheus.Gauge
+	pendingRetry    prometheus.Gauge
+	backlog         prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns = "webhookd"
+	m := &metrics{
+		eventsReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+			Name: "events_received_total", Help: "Valid events taken from the events stream, by event type."},
+			[]string{"event_type"}),
+		eventsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+			Name: "events_rejected_total", Help: "Malformed events terminated without delivery, by reason."},
+			[]string{"reason"}),
+		jobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+			Name: "delivery_jobs_created_total", Help: "Delivery jobs recorded by fan-out (one per event and matching subscription)."},
+			[]string{"event_type"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+			Name: "delivery_attempts_total", Help: "HTTP delivery attempts, by event type, outcome and status class."},
+			[]string{"event_type", "outcome", "status_class"}),
+		attemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns,
+			Name: "delivery_attempt_duration_seconds", Help: "Duration of one HTTP delivery attempt.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 30}},
+			[]string{"outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns,
+			Name: "delivery_latency_seconds", Help: "Time from an event entering the events stream to its subscriber answering 2xx, retries included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 86400}},
+			[]string{"event_type"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+			Name: "deliveries_failed_total", Help: "Deliveries given up and recorded as failed, by event type and reason (max_attempts, max_age, gone)."},
+			[]string{"event_type", "reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+			Name: "deliveries_dropped_total", Help: "Delivery jobs dropped without an attempt, by reason (webhook_deleted, invalid_job)."},
+			[]string{"reason"}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns,
+			Name: "deliveries_deferred_total", Help: "Delivery jobs handed back to JetStream for a moment because their destination host was at its concurrency and queue limit."}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+			Name: "deliveries_inflight", Help: "HTTP delivery attempts in progress in this process."}),
+		pendingRetry: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+			Name: "deliveries_pending_retry", Help: "Deliveries waiting in JetStream for their next retry (stream-wide, sampled)."}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+			Name: "deliveries_backlog", Help: "Delivery jobs due but not yet taken by any instance (stream-wide, sampled)."}),
+	}
+	for _, t := range events.Types {
+		m.eventsReceived.WithLabelValues(string(t))
+		m.jobsCreated.WithLabelValues(string(t))
+	}
+	for _, r := range events.Reasons {
+		m.eventsRejected.WithLabelValues(string(r))
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.eventsReceived, m.eventsRejected, m.jobsCreated, m.attempts,
+		m.attemptDuration, m.latency, m.failed, m.dropped, m.deferred, m.inflight, m.pendingRetry, m.backlog} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("dispatcher: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// statusClass maps an attempt's result to the status_class label.
+func statusClass(status int, kind errKind) string {
+	switch {
+	case kind == errBlocked:
+		return "blocked"
+	case kind == errTimeout:
+		return "timeout"
+	case kind == errNetwork:
+		return "network"
+	case status >= 200 && status < 300:
+		return "2xx"
+	case status >= 300 && status < 400:
+		return "3xx"
+	case status >= 400 && status < 500:
+		return "4xx"
+	default:
+		return "5xx"
+	}
+}

@@ -1,0 +1,65 @@
+// Package api is webhookd's management HTTP API (DESIGN §4): registering,
+// listing, reading and deleting webhook subscriptions, inspecting and manually
+// retrying failed deliveries, plus the unauthenticated operational endpoints
+// /healthz, /readyz and /metrics.
+//
+// # Routes
+//
+//	POST   /api/webhook                                       create (body {"url","eventType","workflowId"?})
+//	GET    /api/webhook?limit=&cursor=                        list the caller's workspace
+//	GET    /api/webhook/{id}                                  read one
+//	DELETE /api/webhook/{id}                                  delete one (and its recorded failures)
+//	GET    /api/webhook/{id}/failures?limit=                  failed deliveries, newest first
+//	POST   /api/webhook/{id}/failures/{failureId}/retry       redeliver one failure now
+//	GET    /healthz  /readyz  /metrics                        no auth
+//
+// Every /api route needs the header x-copy-ai-api-key; the key decides the
+// workspace, and ids of other workspaces answer 404 exactly like unknown ids so
+// that a caller cannot probe for them.
+//
+// # Envelope
+//
+// Success is {"status":"success","data":...}; the list adds a top-level
+// "nextCursor" that is absent on the last page. Every error, whatever produced
+// it (a handler, the router's 404/405, a recovered panic), is
+// {"status":"error","errorCode":"<CODE>","details":{...}} with details optional.
+//
+// The webhook secret ("whsec_...") is returned on create and also on get and
+// list: copy.ai-style clients look it up again to verify signatures, and the
+// key that can read it can equally delete and re-create the subscription, so
+// hiding it would protect nothing. Responses carry Cache-Control: no-store.
+//
+// # Error codes
+//
+// These codes are stable; clients may switch on them.
+//
+//	INVALID_JSON            400  body is not one JSON object (details.reason)
+//	UNSUPPORTED_MEDIA_TYPE  400  POST body without Content-Type application/json (DESIGN fixes 400, not 415)
+//	INVALID_CURSOR          400  ?cursor= was not produced by this server
+//	INVALID_LIMIT           400  ?limit= is not an integer in 1..1000
+//	UNAUTHORIZED            401  x-copy-ai-api-key missing or unknown
+//	NOT_FOUND               404  unknown route, or unknown / other workspace's id
+//	METHOD_NOT_ALLOWED      405  known route, wrong method (Allow header set)
+//	BODY_TOO_LARGE          413  body over Config.MaxBodyBytes (details.limitBytes)
+//	VALIDATION_FAILED       422  details maps each bad field (url, eventType, workflowId) to a message
+//	RATE_LIMITED            429  too many failed authentications from this client (Retry-After set)
+//	INTERNAL                500  anything unexpected; logged with the request id, never described
+//	REDELIVERY_UNAVAILABLE  501  manual retry requested but this server has no Redeliverer
+//	NOT_READY               503  /readyz while not ready (details.reason)
+//
+// # Request bodies
+//
+// Unknown JSON fields are ignored (copy.ai clients send extras), but field
+// names match exactly (no case folding), trailing data after the object is
+// rejected, and a JSON null counts as an absent field. A known field of the
+// wrong JSON type is a 422 naming that field, reported together with any
+// other invalid field.
+//
+// # Brute-force protection
+//
+// Failed authentications are rate-limited per client address (RemoteAddr only;
+// X-Forwarded-For is not trusted, IPv6 clients are grouped by /64). Once a
+// client has spent its budget, its requests get 429 before the key is even
+// looked at, until the budget refills. The table of tracked clients is
+// bounded, so an attacker cannot grow memory by rotating addresses.
+package api
