@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseOptionsEnvAndFlags(t *testing.T) {
+	env := map[string]string{
+		"WEBHOOKD_RETRY_MAX_AGE":         "1h",
+		"WEBHOOKD_HTTP_ADDR":             "127.0.0.1:9999",
+		"WEBHOOKD_ALLOW_PRIVATE_TARGETS": "true",
+		"WEBHOOKD_RETRY_MAX_ATTEMPTS":    "7",
+	}
+	o, err := parseOptions([]string{"--http-addr", "127.0.0.1:7777"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.httpAddr != "127.0.0.1:7777" {
+		t.Errorf("flag must win over env: %q", o.httpAddr)
+	}
+	if o.retryMaxAge != time.Hour || !o.allowPrivate || o.retryMaxTries != 7 {
+		t.Errorf("env twins not applied: %+v", o)
+	}
+	if o.deliveryTO != 15*time.Second || o.retryInitial != 5*time.Second || o.retryMaxIvl != 4*time.Hour || o.subjectPrefix != "events" {
+		t.Errorf("defaults differ from DESIGN §1: %+v", o)
+	}
+}
+
+func TestBadOptionsNameTheFlag(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--delivery-timeout", "soon"}, nil, "delivery-timeout"},
+		{[]string{"--delivery-timeout", "-1s"}, nil, "--delivery-timeout"},
+		{[]string{"--retry-max-attempts", "-2"}, nil, "--retry-max-attempts"},
+		{[]string{"--log-level", "loud"}, nil, "--log-level"},
+		{[]string{"--no-such-flag"}, nil, "no-such-flag"},
+		{nil, map[string]string{"WEBHOOKD_RETRY_INITIAL": "x"}, "WEBHOOKD_RETRY_INITIAL"},
+		{[]string{"--retry-initial", "1h", "--retry-max-interval", "1m"}, nil, "--retry-max-interval"},
+		{[]string{"stray"}, nil, "stray"},
+	}
+	for _, c := range cases {
+		_, err := parseOptions(c.args, func(k string) string { return c.env[k] }, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v %v: err = %v, want mention of %q", c.args, c.env, err, c.want)
+		}
+	}
+}
+
+func TestBinaryFlagsAndHelp(t *testing.T) {
+	out, err := exec.Command(binPath, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--help: %v\n%s", err, out)
+	}
+	for _, want := range []string{"--retry-max-age", "WEBHOOKD_RETRY_MAX_AGE", "default 72h0m0s", "WEBHOOKD_NATS_URL"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+	cmd := exec.Command(binPath, "--delivery-timeout", "nope")
+	out, _ = cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !bytes.Contains(out, []byte("delivery-timeout")) {
+		t.Errorf("bad flag: exit %d, output %q", code, out)
+	}
+	out, err = exec.Command(binPath, "version").Output()
+	if err != nil || !bytes.HasPrefix(out, []byte("webhookd ")) {
+		t.Errorf("version: %q %v", out, err)
+	}
+}
+
+// TestLockedDataDir: a second process on the same data dir fails fast and
+// says why.
+func TestLockedDataDir(t *testing.T) {
+	d := newDaemon(t)
+	d.start()
+	second := exec.Command(binPath, "--data-dir", d.dataDir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
+	start := time.Now()
+	out, err := second.CombinedOutput()
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("second process on a locked data dir exited 0")
+	}
+	if took > 10*time.Second {
+		t.Errorf("second process took %s to give up", took)
+	}
+	if !bytes.Contains(bytes.ToLower(out), []byte("lock")) {
+		t.Errorf("message does not name the lock: %q", out)
+	}
+}
+
+// TestBootstrapKey: a first start without keys writes a usable key to a
+// 0600 file and logs the path, never the key.
+func TestBootstrapKey(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr := "127.0.0.1:" + itoa(freePort(t))
+	natsAddr := "127.0.0.1:" + itoa(freePort(t))
+	d := &daemon{t: t, dataDir: dir, httpAddr: httpAddr, natsAddr: natsAddr}
+	d.cmd = exec.Command(binPath, "--data-dir", dir, "--http-addr", httpAddr, "--nats-listen", natsAddr)
+	d.logs = &syncBuffer{}
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.exited = make(chan error, 1)
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() { _ = d.cmd.Process.Kill(); <-d.exited })
+	d.waitReady(30 * time.Second)
+
+	path := filepath.Join(dir, "bootstrap-api-key")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("bootstrap key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	raw, _ := os.ReadFile(path)
+	key := strings.TrimSuffix(string(raw), "\n")
+	if key == "" || strings.Contains(key, "\n") {
+		t.Fatalf("bootstrap file content %q", raw)
+	}
+	if strings.Contains(d.logs.String(), key) {
+		t.Error("the bootstrap key appears in the logs")
+	}
+	if !strings.Contains(d.logs.String(), path) {
+		t.Error("the logs do not name the bootstrap key file")
+	}
+	d.apiKey = key
+	body, _ := json.Marshal(map[string]string{"url": "https://example.com/hook", "eventType": "workflowRun.completed"})
+	status, out := d.api(http.MethodPost, "/api/webhook", body)
+	if status != 200 {
+		t.Fatalf("register with bootstrap key: %d %s", status, out)
+	}
+	// The registration and the key survive a restart.
+	if code, _ := d.term(20 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	d.cmd = exec.Command(binPath, "--data-dir", dir, "--http-addr", httpAddr, "--nats-listen", natsAddr)
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.exited = make(chan error, 1)
+	go func() { d.exited <- d.cmd.Wait() }()
+	d.waitReady(30 * time.Second)
+	status, out = d.api(http.MethodGet, "/api/webhook", nil)
+	if status != 200 || !bytes.Contains(out, []byte("https://example.com/hook")) {
+		t.Fatalf("after restart: %d %s", status, out)
+	}
+	raw2, _ := os.ReadFile(path)
+	if string(raw2) != string(raw) {
+		t.Error("bootstrap key was rewritten on restart")
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
