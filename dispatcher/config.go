@@ -116,6 +116,9 @@ func (c *Config) setDefaults() error {
 	if c.DeliveryTimeout < 0 {
 		return errors.New("dispatcher: DeliveryTimeout must not be negative")
 	}
+	if err := c.Retry.Validate(); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

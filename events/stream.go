@@ -1,0 +1,77 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig describes the JetStream stream that captures events. The
+// zero value is usable.
+type StreamConfig struct {
+	// Name of the stream. Zero means "WEBHOOKD_EVENTS".
+	Name string
+	// Subjects is the subject scheme; the stream captures Subjects.Filter().
+	Subjects Subjects
+	// MaxAge is how long events are kept. Zero means 7 days.
+	MaxAge time.Duration
+	// Duplicates is the Nats-Msg-Id dedupe window. Zero means 2 minutes.
+	Duplicates time.Duration
+	// Replicas for a clustered NATS. Zero means 1.
+	Replicas int
+	// MaxBytes caps the stream's size. Zero means unlimited.
+	MaxBytes int64
+}
+
+// DefaultStreamName is the events stream's name when none is configured.
+const DefaultStreamName = "WEBHOOKD_EVENTS"
+
+// EnsureStream creates the events stream or updates it to cfg. Plain
+// core-NATS publishes on the subjects are then captured durably.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	name := cfg.Name
+	if name == "" {
+		name = DefaultStreamName
+	}
+	if err := ValidatePrefix(cfg.Subjects.prefix()); err != nil {
+		return nil, fmt.Errorf("events stream %s: %w", name, err)
+	}
+	if cfg.MaxAge < 0 || cfg.Duplicates < 0 || cfg.Replicas < 0 || cfg.MaxBytes < 0 {
+		return nil, errors.New("events stream: negative limits")
+	}
+	maxAge, dups, replicas, maxBytes := cfg.MaxAge, cfg.Duplicates, cfg.Replicas, cfg.MaxBytes
+	if maxAge == 0 {
+		maxAge = 7 * 24 * time.Hour
+	}
+	if dups == 0 {
+		dups = 2 * time.Minute
+	}
+	if dups > maxAge {
+		dups = maxAge
+	}
+	if replicas == 0 {
+		replicas = 1
+	}
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: "webhookd workflow events",
+		Subjects:    []string{cfg.Subjects.Filter()},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      maxAge,
+		Duplicates:  dups,
+		Replicas:    replicas,
+		MaxBytes:    maxBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events stream %s: %w", name, err)
+	}
+	return s, nil
+}
