@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -145,10 +146,13 @@ func TestDialTimeGuard(t *testing.T) {
 }
 
 func TestHangingServerTimesOut(t *testing.T) {
-	release := make(chan struct{})
 	for _, phase := range []string{"headers", "body"} {
 		t.Run(phase, func(t *testing.T) {
+			release := make(chan struct{})
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				// Reading the request to its end lets the server notice
+				// the client hanging up (r.Context() is then cancelled).
+				_, _ = io.Copy(io.Discard, r.Body)
 				if phase == "body" {
 					w.WriteHeader(http.StatusOK)
 					_, _ = w.Write([]byte("partial"))
@@ -160,6 +164,7 @@ func TestHangingServerTimesOut(t *testing.T) {
 				}
 			}))
 			t.Cleanup(srv.Close)
+			t.Cleanup(func() { close(release) }) // runs first: unblock before Close waits
 			c := newClient(t, Config{Guard: open, Timeout: 300 * time.Millisecond})
 			start := time.Now()
 			resp, err := post(t, c, srv.URL)
@@ -178,13 +183,13 @@ func TestHangingServerTimesOut(t *testing.T) {
 			}
 		})
 	}
-	close(release)
 }
 
 // endless writes until the client goes away and counts what it wrote.
 func endless(written *atomic.Int64) http.HandlerFunc {
 	chunk := bytes.Repeat([]byte("x"), 32<<10)
 	return func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusOK)
 		for r.Context().Err() == nil {
 			n, err := w.Write(chunk)
@@ -319,6 +324,7 @@ func TestTLS(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 		srv.EnableHTTP2 = h2
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are expected
 		srv.StartTLS()
 		t.Cleanup(srv.Close)
 

@@ -1,0 +1,173 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/webhookd/webhookd/events"
+)
+
+// Failure is a delivery the retry policy gave up on, kept for inspection
+// and manual retry.
+type Failure struct {
+	ID             string      `json:"id"` // the delivery id (webhook-id header)
+	WebhookID      string      `json:"webhookId"`
+	Workspace      string      `json:"-"`
+	EventID        string      `json:"eventId"`
+	EventType      events.Type `json:"eventType"`
+	Subject        string      `json:"subject"`
+	Attempts       int         `json:"attempts"`
+	LastStatus     int         `json:"lastStatus"` // 0: no HTTP response
+	LastError      string      `json:"lastError"`
+	Reason         string      `json:"reason"` // max_attempts, max_age or gone
+	FirstAttemptAt time.Time   `json:"firstAttemptAt"`
+	LastAttemptAt  time.Time   `json:"lastAttemptAt"`
+	Body           []byte      `json:"body"` // the event as published
+}
+
+// failureKey orders a webhook's failures by time, then id.
+func failureKey(f Failure) []byte {
+	k := make([]byte, 8, 8+len(f.ID))
+	binary.BigEndian.PutUint64(k, uint64(f.LastAttemptAt.UnixNano()))
+	return append(k, f.ID...)
+}
+
+// RecordFailure keeps f, dropping the webhook's oldest records beyond the
+// bound. Writes are batched (bbolt Batch) so a burst of give-ups costs few
+// fsyncs. A webhook deleted meanwhile makes this a no-op.
+func (s *Store) RecordFailure(ctx context.Context, f Failure) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	v, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("registry: encode failure: %w", err)
+	}
+	err = s.db.Batch(func(tx *bolt.Tx) error {
+		ws := tx.Bucket(bucketWebhooks).Bucket([]byte(f.Workspace))
+		if ws == nil || ws.Get([]byte(f.WebhookID)) == nil {
+			return nil
+		}
+		b, err := tx.Bucket(bucketFailures).CreateBucketIfNotExists([]byte(f.WebhookID))
+		if err != nil {
+			return err
+		}
+		// The same delivery failing again (after a manual retry) replaces
+		// its older record.
+		if err := deleteFailureByID(b, f.ID); err != nil {
+			return err
+		}
+		if err := b.Put(failureKey(f), v); err != nil {
+			return err
+		}
+		for b.Stats().KeyN > s.maxFailures {
+			k, _ := b.Cursor().First()
+			if k == nil {
+				break
+			}
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: record failure %s: %w", f.ID, err)
+	}
+	return nil
+}
+
+func deleteFailureByID(b *bolt.Bucket, id string) error {
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) > 8 && string(k[8:]) == id {
+			return c.Delete()
+		}
+	}
+	return nil
+}
+
+// Failures lists the webhook's failures, newest first.
+func (s *Store) Failures(ctx context.Context, workspace, webhookID string, limit int) ([]Failure, error) {
+	if _, err := s.Get(ctx, workspace, webhookID); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []Failure
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFailures).Bucket([]byte(webhookID))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
+			var f Failure
+			if err := json.Unmarshal(v, &f); err != nil {
+				return err
+			}
+			f.Workspace = workspace
+			out = append(out, f)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: failures of %s: %w", webhookID, err)
+	}
+	return out, nil
+}
+
+// Failure returns one failure record of the workspace's webhook.
+func (s *Store) Failure(ctx context.Context, workspace, webhookID, failureID string) (Failure, error) {
+	if _, err := s.Get(ctx, workspace, webhookID); err != nil {
+		return Failure{}, err
+	}
+	var f Failure
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFailures).Bucket([]byte(webhookID))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if found || len(k) <= 8 || !bytes.Equal(k[8:], []byte(failureID)) {
+				return nil
+			}
+			found = true
+			return json.Unmarshal(v, &f)
+		})
+	})
+	if err != nil {
+		return Failure{}, fmt.Errorf("registry: failure %s: %w", failureID, err)
+	}
+	if !found {
+		return Failure{}, fmt.Errorf("registry: failure %s: %w", failureID, ErrNotFound)
+	}
+	f.Workspace = workspace
+	return f, nil
+}
+
+// DeleteFailure removes one failure record (after a manual retry).
+func (s *Store) DeleteFailure(ctx context.Context, workspace, webhookID, failureID string) error {
+	if _, err := s.Failure(ctx, workspace, webhookID, failureID); err != nil {
+		return err
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFailures).Bucket([]byte(webhookID))
+		if b == nil {
+			return nil
+		}
+		return deleteFailureByID(b, failureID)
+	})
+	if err != nil {
+		return fmt.Errorf("registry: delete failure %s: %w", failureID, err)
+	}
+	return nil
+}

@@ -1,0 +1,276 @@
+package registry
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+const schemaVersion = "1"
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketWebhooks = []byte("webhooks")
+	bucketFailures = []byte("failures")
+	bucketAPIKeys  = []byte("apikeys")
+	keySchema      = []byte("schema")
+)
+
+// Config configures a Store.
+type Config struct {
+	// Path of the bbolt file. Required. Its directory is created (0700).
+	Path string
+	// OpenTimeout bounds the wait for the file lock held by another process.
+	// Zero means 2s.
+	OpenTimeout time.Duration
+	// MaxFailuresPerWebhook bounds the failed deliveries kept per webhook;
+	// the oldest go first. Zero means 100.
+	MaxFailuresPerWebhook int
+	// Registerer, when set, gets the gauge webhookd_registrations.
+	Registerer prometheus.Registerer
+}
+
+// Store persists webhooks, failed deliveries and bootstrap API keys in
+// bbolt, and keeps the match Index in step with every write.
+type Store struct {
+	db          *bolt.DB
+	ix          *Index
+	maxFailures int
+	count       atomic.Int64
+}
+
+// Open opens (or creates) the registry and rebuilds the index.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("registry: Path is required")
+	}
+	timeout := cfg.OpenTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	maxF := cfg.MaxFailuresPerWebhook
+	if maxF <= 0 {
+		maxF = 100
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: could not lock %s within %s (is another webhookd running on this data dir?)", ErrLocked, cfg.Path, timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registry: open %s: %w", cfg.Path, err)
+	}
+	s := &Store{db: db, ix: newIndex(), maxFailures: maxF}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if cfg.Registerer != nil {
+		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "webhookd", Name: "registrations",
+			Help: "Webhook subscriptions registered, all workspaces."}, func() float64 { return float64(s.Count()) })
+		if err := cfg.Registerer.Register(g); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("registry: register metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		switch v := meta.Get(keySchema); {
+		case v == nil:
+			if err := meta.Put(keySchema, []byte(schemaVersion)); err != nil {
+				return err
+			}
+		case string(v) != schemaVersion:
+			return fmt.Errorf("registry: schema version %q is not supported by this build (want %s); use a newer webhookd", v, schemaVersion)
+		}
+		for _, b := range [][]byte{bucketWebhooks, bucketFailures, bucketAPIKeys} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: init: %w", err)
+	}
+	var all []*Webhook
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketWebhooks).ForEachBucket(func(ws []byte) error {
+			return tx.Bucket(bucketWebhooks).Bucket(ws).ForEach(func(_, v []byte) error {
+				w := new(Webhook)
+				if err := json.Unmarshal(v, w); err != nil {
+					return fmt.Errorf("webhook record in workspace %s: %w", ws, err)
+				}
+				all = append(all, w)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("registry: load: %w", err)
+	}
+	s.ix.bulkLoad(all)
+	s.count.Store(int64(len(all)))
+	return nil
+}
+
+// Close closes the bbolt file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Index is the live match index.
+func (s *Store) Index() *Index { return s.ix }
+
+// Count is the number of registered webhooks.
+func (s *Store) Count() int { return int(s.count.Load()) }
+
+// Create stores w and indexes it.
+func (s *Store) Create(ctx context.Context, w Webhook) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	v, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("registry: encode: %w", err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(bucketWebhooks).CreateBucketIfNotExists([]byte(w.Workspace))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(w.ID), v)
+	})
+	if err != nil {
+		return fmt.Errorf("registry: create %s: %w", w.ID, err)
+	}
+	s.ix.add(&w)
+	s.count.Add(1)
+	return nil
+}
+
+// Get returns the workspace's webhook with this id.
+func (s *Store) Get(ctx context.Context, workspace, id string) (Webhook, error) {
+	if err := ctx.Err(); err != nil {
+		return Webhook{}, err
+	}
+	var w Webhook
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketWebhooks).Bucket([]byte(workspace))
+		if b == nil {
+			return ErrNotFound
+		}
+		v := b.Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v, &w)
+	})
+	if err != nil {
+		return Webhook{}, fmt.Errorf("registry: get %s: %w", id, err)
+	}
+	return w, nil
+}
+
+// Delete removes the workspace's webhook and its failure records. From
+// the moment it returns, the index no longer matches or finds it.
+func (s *Store) Delete(ctx context.Context, workspace, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var w Webhook
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketWebhooks).Bucket([]byte(workspace))
+		if b == nil {
+			return ErrNotFound
+		}
+		v := b.Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		if err := json.Unmarshal(v, &w); err != nil {
+			return err
+		}
+		if err := b.Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketFailures).DeleteBucket([]byte(id)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: delete %s: %w", id, err)
+	}
+	s.ix.remove(&w)
+	s.count.Add(-1)
+	return nil
+}
+
+// List returns up to limit webhooks of the workspace in creation order,
+// starting after cursor, and the cursor of the next page ("" on the last).
+func (s *Store) List(ctx context.Context, workspace, cursor string, limit int) ([]Webhook, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	var after []byte
+	if cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(cursor)
+		if err != nil || len(raw) == 0 || len(raw) > 64 {
+			return nil, "", ErrBadCursor
+		}
+		after = raw
+	}
+	out := make([]Webhook, 0, min(limit, 128))
+	next := ""
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketWebhooks).Bucket([]byte(workspace))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		k, v := c.First()
+		if after != nil {
+			k, v = c.Seek(after)
+			if k != nil && string(k) == string(after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil; k, v = c.Next() {
+			if len(out) == limit {
+				next = base64.RawURLEncoding.EncodeToString([]byte(out[len(out)-1].ID))
+				return nil
+			}
+			var w Webhook
+			if err := json.Unmarshal(v, &w); err != nil {
+				return err
+			}
+			out = append(out, w)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("registry: list: %w", err)
+	}
+	return out, next, nil
+}
