@@ -81,7 +81,7 @@ func TestPanicBecomesInternalEnvelope(t *testing.T) {
 		{"after writing", func(w http.ResponseWriter, _ *http.Request) {
 			w.WriteHeader(http.StatusOK)
 			_, _ = w.Write([]byte("partial"))
-			w.(http.Flusher).Flush()
+			_ = http.NewResponseController(w).Flush()
 			panic("boom")
 		}, 200, true},
 	}
