@@ -68,6 +68,11 @@ type Config struct {
 	// all instances. Zero means 20000.
 	MaxAckPending int
 
+	// BeforeAck, when set, runs after a 2xx and before the job is acked.
+	// It exists for fault-injection tests (crash between delivery and ack);
+	// leave it nil in production.
+	BeforeAck func(deliveryID string)
+
 	// UserAgent is sent with every attempt. Zero means "webhookd".
 	UserAgent string
 	// Logger receives operational logs. Nil means slog.Default().

@@ -117,6 +117,9 @@ func (d *Dispatcher) attempt(q queued) {
 		d.m.attempts.WithLabelValues(string(j.EventType), "success", "2xx").Inc()
 		d.m.attemptDuration.WithLabelValues("success").Observe(elapsed.Seconds())
 		d.m.latency.WithLabelValues(string(j.EventType)).Observe(time.Since(j.Published).Seconds())
+		if d.cfg.BeforeAck != nil {
+			d.cfg.BeforeAck(j.DeliveryID)
+		}
 		if err := q.msg.Ack(); err != nil {
 			d.log.Warn("ack delivered job", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
 		}

@@ -90,6 +90,12 @@ func (l *ledger) unique() int {
 
 func publishEvents(t *testing.T, natsURL string, n int) {
 	t.Helper()
+	publishEventsFrom(t, natsURL, 0, n)
+}
+
+// publishEventsFrom publishes runs from..from+n-1 with JetStream acks.
+func publishEventsFrom(t *testing.T, natsURL string, from, n int) {
+	t.Helper()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +105,7 @@ func publishEvents(t *testing.T, natsURL string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < n; i++ {
+	for i := from; i < from+n; i++ {
 		body := fmt.Sprintf(`{"type":"workflowRun.completed","workflowId":"WF","workflowRunId":"run-%d"}`, i)
 		if _, err := js.PublishAsync("events.acme.workflowRun.completed", []byte(body), jetstream.WithMsgID(fmt.Sprintf("run-%d", i))); err != nil {
 			t.Fatal(err)

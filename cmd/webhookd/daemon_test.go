@@ -56,9 +56,13 @@ type daemon struct {
 	natsAddr string
 	apiKey   string
 	extra    []string
-	cmd      *exec.Cmd
-	logs     *syncBuffer
-	exited   chan error
+	env      []string // extra environment, e.g. fault hooks
+	// externalNATS, when set, is passed as --nats-url instead of running the
+	// embedded server.
+	externalNATS string
+	cmd          *exec.Cmd
+	logs         *syncBuffer
+	exited       chan error
 }
 
 type syncBuffer struct {
@@ -107,15 +111,20 @@ func tail(s string, n int) string {
 }
 
 func (d *daemon) args() []string {
-	return append([]string{
-		"--data-dir", d.dataDir, "--http-addr", d.httpAddr, "--nats-listen", d.natsAddr,
+	nats := []string{"--nats-listen", d.natsAddr}
+	if d.externalNATS != "" {
+		nats = []string{"--nats-url", d.externalNATS}
+	}
+	return append(append([]string{
+		"--data-dir", d.dataDir, "--http-addr", d.httpAddr,
 		"--api-keys", "acme:" + d.apiKey, "--allow-private-targets", "--log-level", "debug",
-	}, d.extra...)
+	}, nats...), d.extra...)
 }
 
 func (d *daemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(binPath, d.args()...)
+	d.cmd.Env = append(os.Environ(), d.env...)
 	if d.logs == nil {
 		d.logs = &syncBuffer{}
 	}
@@ -126,6 +135,17 @@ func (d *daemon) start() {
 	d.exited = make(chan error, 1)
 	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(d.cmd, d.exited)
 	d.waitReady(30 * time.Second)
+}
+
+// readyStatus returns /readyz's status code, or 0 if nothing answers.
+func (d *daemon) readyStatus() int {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + d.httpAddr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (d *daemon) waitReady(limit time.Duration) {
@@ -201,4 +221,9 @@ func (d *daemon) api(method, path string, body []byte) (int, []byte) {
 	return resp.StatusCode, out
 }
 
-func (d *daemon) natsURL() string { return "nats://" + d.natsAddr }
+func (d *daemon) natsURL() string {
+	if d.externalNATS != "" {
+		return d.externalNATS
+	}
+	return "nats://" + d.natsAddr
+}

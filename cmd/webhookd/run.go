@@ -133,6 +133,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		DeliveryTimeout: o.deliveryTO,
 		MaxConnsPerHost: o.maxConnsHost,
 		UserAgent:       "webhookd/" + buildVersion(),
+		BeforeAck:       faultExitBeforeAck(log),
 		Logger:          log,
 		Registerer:      reg,
 	})
