@@ -36,6 +36,7 @@ type options struct {
 	replicas       int
 	syncAlways     bool
 	pprofAddr      string
+	adminAddr      string
 
 	natsName     string
 	natsCreds    string
@@ -81,6 +82,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.replicas, "stream-replicas", 1, "JetStream replicas for webhookd's streams (clustered NATS)")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded NATS: fsync every write (survives power loss, slower)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve /debug/pprof on this address (off when empty)")
+	fs.StringVar(&o.adminAddr, "admin-addr", "", "serve the unauthenticated admin endpoint /admin/backup here; bind to loopback only (off when empty)")
 	fs.StringVar(&o.natsName, "nats-name", "webhookd", "NATS connection name")
 	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS credentials file (JWT + nkey)")
 	fs.StringVar(&o.natsNKey, "nats-nkey", "", "NATS nkey seed file")
@@ -96,7 +98,9 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 
 func usage(fs *flag.FlagSet) {
 	w := fs.Output()
-	fmt.Fprintf(w, "Usage: webhookd [flags]\n       webhookd version\n       webhookd healthcheck [--url URL]\n\n")
+	fmt.Fprintf(w, "Usage: webhookd [flags]\n       webhookd version\n       webhookd healthcheck [--url URL]\n"+
+		"       webhookd check [flags]           validate configuration and the data dir (offline)\n"+
+		"       webhookd backup --out FILE [--admin-url URL | --data-dir DIR]\n\n")
 	fmt.Fprintf(w, "Every flag has an environment twin; a flag given on the command line wins.\n\n")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })

@@ -44,6 +44,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "healthcheck":
 			return healthcheck(args[1:], stderr)
+		case "check":
+			return checkCmd(args[1:], stdout, stderr)
+		case "backup":
+			return backupCmd(args[1:], stdout, stderr)
 		}
 	}
 	opts, err := parseOptions(args, lookupEnv, stderr)

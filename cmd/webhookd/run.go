@@ -166,14 +166,20 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	var wg sync.WaitGroup
 	var dispErr, apiErr error
 	wg.Go(func() { dispErr = disp.Run(dispCtx) })
-	if o.pprofAddr != "" {
-		stopPprof, err := servePprof(o.pprofAddr, log)
+	for _, l := range []struct {
+		addr string
+		mux  func() *http.ServeMux
+	}{{o.pprofAddr, pprofMux}, {o.adminAddr, func() *http.ServeMux { return adminMux(store, log) }}} {
+		if l.addr == "" {
+			continue
+		}
+		stopL, err := serveAux(l.addr, l.mux(), log)
 		if err != nil {
 			stopDisp()
 			wg.Wait()
 			return err
 		}
-		defer stopPprof()
+		defer stopL()
 	}
 	// The API runs until the signal; then the dispatcher finishes its
 	// in-flight work; then the deferred closes run: NATS, embedded server,
@@ -230,23 +236,42 @@ func loadCAs(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+func pprofMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// adminMux serves a hot backup of the registry. It holds every workspace's
+// secrets, hence its own listener, meant for loopback.
+func adminMux(store *registry.Store, log *slog.Logger) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/backup", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="webhookd.db"`)
+		if n, err := store.Backup(w); err != nil {
+			log.Error("hot backup failed", "bytes", n, "err", err)
+		}
+	})
+	return mux
+}
+
+// serveAux runs an auxiliary listener (pprof, admin) until stop is called.
+func serveAux(addr string, mux *http.ServeMux, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--pprof-addr: %w", err)
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("pprof server", "err", err)
+			log.Error("auxiliary listener", "addr", addr, "err", err)
 		}
 	}()
-	log.Info("pprof listening", "addr", ln.Addr().String())
+	log.Info("auxiliary listener", "addr", ln.Addr().String())
 	return func() { _ = s.Close() }, nil
 }
