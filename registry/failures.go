@@ -66,14 +66,18 @@ func (s *Store) RecordFailure(ctx context.Context, f Failure) error {
 		if err := b.Put(failureKey(f), v); err != nil {
 			return err
 		}
-		for b.Stats().KeyN > s.maxFailures {
-			k, _ := b.Cursor().First()
-			if k == nil {
-				break
-			}
-			if err := b.Delete(k); err != nil {
+		// Count with a cursor: Bucket.Stats does not see this
+		// transaction's own writes.
+		n := 0
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			n++
+		}
+		for k, _ := c.First(); k != nil && n > s.maxFailures; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
 				return err
 			}
+			n--
 		}
 		return nil
 	})

@@ -1,0 +1,110 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/webhookd/webhookd/events"
+)
+
+// synthetic returns n webhooks spread over 100 workspaces and the 4 event
+// types in groups of 3 per workflow id, so every event matches exactly 3
+// whatever n is.
+func synthetic(n int) []*Webhook {
+	out := make([]*Webhook, n)
+	base := time.Now()
+	for i := range out {
+		g := i / 3
+		id, _ := newID(base.Add(time.Duration(i) * time.Millisecond))
+		out[i] = &Webhook{
+			ID: id, Workspace: fmt.Sprintf("ws-%d", g%100), URL: "https://example.com/h",
+			EventType: events.Types[g%4], WorkflowID: fmt.Sprintf("WF-%d", g), Secret: "whsec_x", CreatedAt: base,
+		}
+	}
+	return out
+}
+
+// BenchmarkMatch shows the match cost does not depend on how many
+// subscriptions exist: it grows with the number of matches only.
+func BenchmarkMatch(b *testing.B) {
+	for _, n := range []int{1_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			all := synthetic(n)
+			ix := newIndex()
+			ix.bulkLoad(all)
+			probe := all[len(all)/2]
+			var dst []*Webhook
+			matches := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				dst = ix.Match(probe.Workspace, probe.EventType, probe.WorkflowID, dst[:0])
+				matches = len(dst)
+			}
+			b.ReportMetric(float64(matches), "matches")
+		})
+	}
+}
+
+// BenchmarkOpen measures start-up with a large registry: bbolt load plus
+// index rebuild, and the heap the index then holds.
+func BenchmarkOpen(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			if testing.Short() && n > 100_000 {
+				b.Skip("large registry")
+			}
+			path := filepath.Join(b.TempDir(), "r.db")
+			s, err := Open(Config{Path: path})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Close()
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			err = db.Update(func(tx *bolt.Tx) error {
+				for _, w := range synthetic(n) {
+					ws, err := tx.Bucket(bucketWebhooks).CreateBucketIfNotExists([]byte(w.Workspace))
+					if err != nil {
+						return err
+					}
+					ws.FillPercent = 1
+					v, _ := json.Marshal(w)
+					if err := ws.Put([]byte(w.ID), v); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			db.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				s, err := Open(Config{Path: path})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
+				if s.Count() != n {
+					b.Fatalf("count %d", s.Count())
+				}
+				s.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
