@@ -38,12 +38,17 @@ type Config struct {
 	MaxFailuresPerWebhook int
 	// Registerer, when set, gets the gauge webhookd_registrations.
 	Registerer prometheus.Registerer
+	// Sealer, when set, encrypts webhook secrets at rest; every secret not
+	// sealed with its first key is re-sealed at Open (migration and key
+	// rotation). Nil stores secrets as they are.
+	Sealer *Sealer
 }
 
 // Store persists webhooks, failed deliveries and bootstrap API keys in
 // bbolt, and keeps the match Index in step with every write.
 type Store struct {
 	db          *bolt.DB
+	sealer      *Sealer
 	ix          *Index
 	maxFailures int
 	count       atomic.Int64
@@ -72,7 +77,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: open %s: %w", cfg.Path, err)
 	}
-	s := &Store{db: db, ix: newIndex(), maxFailures: maxF}
+	s := &Store{db: db, sealer: cfg.Sealer, ix: newIndex(), maxFailures: maxF}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -112,21 +117,41 @@ func (s *Store) init() error {
 	if err != nil {
 		return fmt.Errorf("registry: init: %w", err)
 	}
-	var all []*Webhook
+	var all, reseal []*Webhook
 	err = s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketWebhooks).ForEachBucket(func(ws []byte) error {
 			return tx.Bucket(bucketWebhooks).Bucket(ws).ForEach(func(_, v []byte) error {
-				w := new(Webhook)
-				if err := json.Unmarshal(v, w); err != nil {
+				w, stale, err := s.decode(v)
+				if err != nil {
 					return fmt.Errorf("webhook record in workspace %s: %w", ws, err)
 				}
 				all = append(all, w)
+				if stale {
+					reseal = append(reseal, w)
+				}
 				return nil
 			})
 		})
 	})
 	if err != nil {
 		return fmt.Errorf("registry: load: %w", err)
+	}
+	if len(reseal) > 0 {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, w := range reseal {
+				v, err := s.encode(*w)
+				if err != nil {
+					return err
+				}
+				if err := tx.Bucket(bucketWebhooks).Bucket([]byte(w.Workspace)).Put([]byte(w.ID), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("registry: re-seal secrets: %w", err)
+		}
 	}
 	s.ix.bulkLoad(all)
 	s.count.Store(int64(len(all)))
@@ -147,9 +172,9 @@ func (s *Store) Create(ctx context.Context, w Webhook) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	v, err := json.Marshal(w)
+	v, err := s.encode(w)
 	if err != nil {
-		return fmt.Errorf("registry: encode: %w", err)
+		return err
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketWebhooks).CreateBucketIfNotExists([]byte(w.Workspace))
@@ -181,7 +206,11 @@ func (s *Store) Get(ctx context.Context, workspace, id string) (Webhook, error) 
 		if v == nil {
 			return ErrNotFound
 		}
-		return json.Unmarshal(v, &w)
+		d, _, err := s.decode(v)
+		if d != nil {
+			w = *d
+		}
+		return err
 	})
 	if err != nil {
 		return Webhook{}, fmt.Errorf("registry: get %s: %w", id, err)
@@ -205,9 +234,11 @@ func (s *Store) Delete(ctx context.Context, workspace, id string) error {
 		if v == nil {
 			return ErrNotFound
 		}
-		if err := json.Unmarshal(v, &w); err != nil {
+		d, _, err := s.decode(v)
+		if err != nil {
 			return err
 		}
+		w = *d
 		if err := b.Delete([]byte(id)); err != nil {
 			return err
 		}
@@ -261,11 +292,11 @@ func (s *Store) List(ctx context.Context, workspace, cursor string, limit int) (
 				next = base64.RawURLEncoding.EncodeToString([]byte(out[len(out)-1].ID))
 				return nil
 			}
-			var w Webhook
-			if err := json.Unmarshal(v, &w); err != nil {
+			w, _, err := s.decode(v)
+			if err != nil {
 				return err
 			}
-			out = append(out, w)
+			out = append(out, *w)
 		}
 		return nil
 	})
@@ -273,4 +304,34 @@ func (s *Store) List(ctx context.Context, workspace, cursor string, limit int) (
 		return nil, "", fmt.Errorf("registry: list: %w", err)
 	}
 	return out, next, nil
+}
+
+// encode serialises w for bbolt, sealing its secret when a Sealer is set.
+func (s *Store) encode(w Webhook) ([]byte, error) {
+	if s.sealer != nil {
+		sealed, err := s.sealer.seal(w.Secret)
+		if err != nil {
+			return nil, err
+		}
+		w.Secret = sealed
+	}
+	v, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("registry: encode: %w", err)
+	}
+	return v, nil
+}
+
+// decode reads a stored webhook, opening its secret; stale reports that it
+// should be re-sealed (stored in plaintext or under an older key).
+func (s *Store) decode(v []byte) (w *Webhook, stale bool, err error) {
+	w = new(Webhook)
+	if err := json.Unmarshal(v, w); err != nil {
+		return nil, false, err
+	}
+	w.Secret, stale, err = s.sealer.open(w.Secret)
+	if err != nil {
+		return nil, false, fmt.Errorf("webhook %s: %w", w.ID, err)
+	}
+	return w, stale, nil
 }

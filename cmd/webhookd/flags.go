@@ -37,6 +37,7 @@ type options struct {
 	syncAlways     bool
 	pprofAddr      string
 	adminAddr      string
+	encryptionKey  string
 
 	natsName     string
 	natsCreds    string
@@ -82,6 +83,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.replicas, "stream-replicas", 1, "JetStream replicas for webhookd's streams (clustered NATS)")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded NATS: fsync every write (survives power loss, slower)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve /debug/pprof on this address (off when empty)")
+	fs.StringVar(&o.encryptionKey, "encryption-key", "", "encrypt webhook secrets at rest (AES-256-GCM): 32-byte keys, base64 or hex, comma-separated; the first seals, the others only open (rotation)")
 	fs.StringVar(&o.adminAddr, "admin-addr", "", "serve the unauthenticated admin endpoint /admin/backup here; bind to loopback only (off when empty)")
 	fs.StringVar(&o.natsName, "nats-name", "webhookd", "NATS connection name")
 	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS credentials file (JWT + nkey)")

@@ -55,7 +55,15 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	}
 
 	// 1. Registry.
-	store, err := registry.Open(registry.Config{Path: filepath.Join(o.dataDir, "webhookd.db"), Registerer: reg})
+	keysAtRest, err := registry.ParseEncryptionKeys(o.encryptionKey)
+	if err != nil {
+		return fmt.Errorf("--encryption-key: %w", err)
+	}
+	sealer, err := registry.NewSealer(keysAtRest)
+	if err != nil {
+		return fmt.Errorf("--encryption-key: %w", err)
+	}
+	store, err := registry.Open(registry.Config{Path: filepath.Join(o.dataDir, "webhookd.db"), Registerer: reg, Sealer: sealer})
 	if err != nil {
 		return err
 	}
