@@ -98,6 +98,7 @@ func (c *Config) setDefaults() error {
 			*v = d
 		}
 	}
+	defs(&c.EventStream.Name, events.DefaultStreamName)
 	defs(&c.DeliveriesStream, "WEBHOOKD_DELIVERIES")
 	defs(&c.DeliveriesSubject, "webhookd.deliveries")
 	defs(&c.FanoutConsumer, "webhookd-fanout")

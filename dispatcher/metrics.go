@@ -64,12 +64,29 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
 			Name: "deliveries_backlog", Help: "Delivery jobs due but not yet taken by any instance (stream-wide, sampled)."}),
 	}
+	// Every label combination exists from the start, so dashboards and
+	// alert expressions see zeros rather than absent series.
 	for _, t := range events.Types {
-		m.eventsReceived.WithLabelValues(string(t))
-		m.jobsCreated.WithLabelValues(string(t))
+		et := string(t)
+		m.eventsReceived.WithLabelValues(et)
+		m.jobsCreated.WithLabelValues(et)
+		m.latency.WithLabelValues(et)
+		m.attempts.WithLabelValues(et, "success", "2xx")
+		for _, class := range []string{"3xx", "4xx", "5xx", "timeout", "network", "blocked"} {
+			m.attempts.WithLabelValues(et, "error", class)
+		}
+		for _, reason := range []string{"max_attempts", "max_age", "gone"} {
+			m.failed.WithLabelValues(et, reason)
+		}
 	}
 	for _, r := range events.Reasons {
 		m.eventsRejected.WithLabelValues(string(r))
+	}
+	for _, o := range []string{"success", "error"} {
+		m.attemptDuration.WithLabelValues(o)
+	}
+	for _, r := range []string{"webhook_deleted", "invalid_job"} {
+		m.dropped.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil

@@ -28,9 +28,6 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del jetstream.Consumer, er
 		return nil, nil, err
 	}
 	evName := evCfg.Name
-	if evName == "" {
-		evName = "WEBHOOKD_EVENTS"
-	}
 	root := d.cfg.DeliveriesSubject
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        d.cfg.DeliveriesStream,

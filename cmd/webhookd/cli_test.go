@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"net/http"
 	"os"
 	"os/exec"
@@ -165,3 +166,19 @@ func TestBootstrapKey(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestEnvExampleListsEveryFlag keeps deploy/webhookd.env.example in step
+// with the flags.
+func TestEnvExampleListsEveryFlag(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "deploy", "webhookd.env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o options
+	fs := newFlagSet(&o, &bytes.Buffer{})
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(string(raw), envName(f.Name)+"=") {
+			t.Errorf("deploy/webhookd.env.example lacks %s", envName(f.Name))
+		}
+	})
+}

@@ -1,0 +1,95 @@
+// Package deploy_test checks that deploy/'s alerts and dashboard only use
+// metric families webhookd exports (listed in metrics.txt, which
+// cmd/webhookd's tests check against a live /metrics).
+package deploy_test
+
+import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var metricRe = regexp.MustCompile(`webhookd_[a-z_]+`)
+
+func known(t *testing.T) map[string]bool {
+	t.Helper()
+	raw, err := os.ReadFile("metrics.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]bool{}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			m[l] = true
+		}
+	}
+	return m
+}
+
+func family(name string) string {
+	for _, suf := range []string{"_bucket", "_sum", "_count"} {
+		name = strings.TrimSuffix(name, suf)
+	}
+	return name
+}
+
+func checkNames(t *testing.T, file, text string, known map[string]bool) int {
+	t.Helper()
+	n := 0
+	for _, name := range metricRe.FindAllString(text, -1) {
+		n++
+		if !known[family(name)] {
+			t.Errorf("%s uses %s, which webhookd does not export", file, name)
+		}
+	}
+	return n
+}
+
+func TestAlertsUseExportedMetrics(t *testing.T) {
+	raw, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if s := strings.TrimSpace(l); strings.HasPrefix(s, "expr:") || strings.HasPrefix(s, "sum(") || strings.HasPrefix(s, "/ ") {
+			exprs = append(exprs, s)
+		}
+	}
+	if checkNames(t, "alerts.yml", strings.Join(exprs, "\n"), known(t)) == 0 {
+		t.Error("no metric names found in alert expressions")
+	}
+}
+
+func TestDashboard(t *testing.T) {
+	raw, err := os.ReadFile("grafana/webhookd.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Title  string
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("dashboard is not valid JSON: %v", err)
+	}
+	if d.Title == "" || len(d.Panels) < 10 {
+		t.Fatalf("dashboard has title %q and %d panels", d.Title, len(d.Panels))
+	}
+	k := known(t)
+	for _, p := range d.Panels {
+		if p.Title == "" || len(p.Targets) == 0 {
+			t.Errorf("panel %q has no title or no targets", p.Title)
+		}
+		for _, tg := range p.Targets {
+			if checkNames(t, "webhookd.json panel "+p.Title, tg.Expr, k) == 0 {
+				t.Errorf("panel %q target %q names no webhookd metric", p.Title, tg.Expr)
+			}
+		}
+	}
+}
