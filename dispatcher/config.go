@@ -57,7 +57,9 @@ type Config struct {
 	MaxConnsPerHost int
 	// HostQueue is how many jobs may wait for one host's free connection
 	// before further jobs for it are handed back to JetStream for a moment.
-	// Zero means 1024.
+	// It should absorb a fetch batch for a fast host yet stay well below
+	// MaxAckPending, so a hanging host cannot hold every unacked slot.
+	// Zero means 4096.
 	HostQueue int
 	// Workers caps concurrent attempts across all hosts. Zero means 2048.
 	Workers int
@@ -106,7 +108,7 @@ func (c *Config) setDefaults() error {
 	defs(&c.UserAgent, "webhookd")
 	def(&c.Replicas, 1)
 	def(&c.MaxConnsPerHost, 64)
-	def(&c.HostQueue, 1024)
+	def(&c.HostQueue, 4096)
 	def(&c.Workers, 2048)
 	def(&c.FetchBatch, 512)
 	def(&c.MaxAckPending, 20000)

@@ -15,8 +15,9 @@ import (
 // pendingEvent is an event whose jobs are published but not yet all
 // acknowledged by the server.
 type pendingEvent struct {
-	msg     jetstream.Msg
-	futures []jetstream.PubAckFuture
+	msg       jetstream.Msg
+	eventType string
+	futures   []jetstream.PubAckFuture
 }
 
 // fanout is the consume callback of the events consumer. It runs on one
@@ -60,7 +61,7 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 		}
 		return
 	}
-	p := pendingEvent{msg: msg, futures: make([]jetstream.PubAckFuture, 0, len(d.matchBuf))}
+	p := pendingEvent{msg: msg, eventType: string(ev.Type), futures: make([]jetstream.PubAckFuture, 0, len(d.matchBuf))}
 	for _, wh := range d.matchBuf {
 		f, err := d.publishJob(ev, wh)
 		if err != nil {
@@ -72,7 +73,6 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 		}
 		p.futures = append(p.futures, f)
 	}
-	d.m.jobsCreated.WithLabelValues(string(ev.Type)).Add(float64(len(p.futures)))
 	acks <- p
 }
 
@@ -92,7 +92,9 @@ func (d *Dispatcher) publishJob(ev events.Event, wh *registry.Webhook) (jetstrea
 		Header:  j.header(j.DeliveryID),
 		Data:    ev.Body,
 	}
-	return d.js.PublishMsgAsync(m)
+	// When too many publishes await their acks, wait for room (back-pressure
+	// on the events consumer) rather than fail and re-run the fan-out.
+	return d.js.PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second))
 }
 
 // acker acknowledges each event once all its jobs are stored, in arrival
@@ -115,6 +117,7 @@ func (d *Dispatcher) acker(acks <-chan pendingEvent) {
 			}
 			continue
 		}
+		d.m.jobsCreated.WithLabelValues(p.eventType).Add(float64(len(p.futures)))
 		if err := p.msg.Ack(); err != nil {
 			d.log.Error("fan-out: ack event", "subject", p.msg.Subject(), "err", err)
 		}

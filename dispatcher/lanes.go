@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,15 +21,24 @@ type queued struct {
 // so a slow or hanging receiver only ever slows itself: its excess jobs are
 // handed back to JetStream instead of occupying shared workers.
 type lane struct {
-	queue   chan queued
-	workers int // guarded by Dispatcher.mu
+	queue    chan queued
+	workers  int          // guarded by Dispatcher.mu
+	lastDone atomic.Int64 // unix nanos of the last finished attempt
+}
+
+// progressing reports whether the lane finished an attempt lately: a full
+// lane that is progressing is merely busy, one that is not is stuck.
+func (l *lane) progressing(now time.Time) bool {
+	return now.UnixNano()-l.lastDone.Load() < int64(250*time.Millisecond)
 }
 
 // enqueue places q in its host's lane, starting a worker if the lane has
-// room for one. It reports false when the lane is full.
+// room for one. When the lane is full but progressing it waits for room
+// (up to a second), which pushes back on the consumer: a busy healthy host
+// should slow intake, not bounce jobs. A full lane that is stuck reports
+// false at once, and the caller hands the job back to JetStream.
 func (d *Dispatcher) enqueue(q queued) bool {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	l := d.lanes[q.host]
 	if l == nil {
 		l = &lane{queue: make(chan queued, d.cfg.HostQueue)}
@@ -37,8 +47,23 @@ func (d *Dispatcher) enqueue(q queued) bool {
 	select {
 	case l.queue <- q:
 	default:
-		return false
+		if !l.progressing(time.Now()) {
+			d.mu.Unlock()
+			return false
+		}
+		// Workers keep draining a full lane, so it stays in the map while
+		// we wait outside the lock.
+		d.mu.Unlock()
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case l.queue <- q:
+		case <-t.C:
+			return false
+		}
+		d.mu.Lock()
 	}
+	defer d.mu.Unlock()
 	if l.workers < d.cfg.MaxConnsPerHost {
 		l.workers++
 		d.workers.Add(1)
@@ -69,6 +94,7 @@ func (d *Dispatcher) laneWorker(host string, l *lane) {
 		}
 		d.mu.Unlock()
 		d.run(q)
+		l.lastDone.Store(time.Now().UnixNano())
 	}
 }
 
@@ -88,7 +114,7 @@ func (d *Dispatcher) run(q queued) {
 	}
 	d.slots <- struct{}{}
 	defer func() { <-d.slots }()
-	if waited > time.Second {
+	if waited > d.cfg.ackWait()/3 {
 		// Restart the ack clock so the attempt has its full deadline.
 		_ = q.msg.InProgress()
 	}

@@ -111,7 +111,7 @@ func (p *publisher) run(ctx context.Context, n int, rate float64, wf string) (ti
 			wf, i, i, sched.UnixNano(), p.pad)
 		msg := &nats.Msg{Subject: "events.bench.workflowRun.completed", Data: bytes.Clone(buf),
 			Header: nats.Header{"Nats-Msg-Id": {"bench-" + strconv.FormatInt(start.UnixNano(), 36) + "-" + strconv.Itoa(i)}}}
-		if _, err := p.js.PublishMsgAsync(msg); err != nil {
+		if _, err := p.js.PublishMsgAsync(msg, jetstream.WithStallWait(30*time.Second)); err != nil {
 			return 0, fmt.Errorf("publish %d: %w", i, err)
 		}
 		if ctx.Err() != nil {
