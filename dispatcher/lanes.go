@@ -23,13 +23,18 @@ type queued struct {
 type lane struct {
 	queue    chan queued
 	workers  int          // guarded by Dispatcher.mu
-	lastDone atomic.Int64 // unix nanos of the last finished attempt
+	lastFast atomic.Int64 // unix nanos of the last attempt that finished quickly
 }
 
-// progressing reports whether the lane finished an attempt lately: a full
-// lane that is progressing is merely busy, one that is not is stuck.
+// fastAttempt is how quick an attempt must be to count as progress. A
+// receiver that answers (even 500) within it drains its lane; one that
+// hangs until the timeout does not, however many of its attempts end.
+const fastAttempt = time.Second
+
+// progressing reports whether the lane finished a quick attempt lately: a
+// full lane that is progressing is merely busy, one that is not is stuck.
 func (l *lane) progressing(now time.Time) bool {
-	return now.UnixNano()-l.lastDone.Load() < int64(250*time.Millisecond)
+	return now.UnixNano()-l.lastFast.Load() < int64(250*time.Millisecond)
 }
 
 // enqueue places q in its host's lane, starting a worker if the lane has
@@ -93,8 +98,11 @@ func (d *Dispatcher) laneWorker(host string, l *lane) {
 			return
 		}
 		d.mu.Unlock()
+		start := time.Now()
 		d.run(q)
-		l.lastDone.Store(time.Now().UnixNano())
+		if end := time.Now(); end.Sub(start) < fastAttempt {
+			l.lastFast.Store(end.UnixNano())
+		}
 	}
 }
 
