@@ -52,6 +52,9 @@ type Config struct {
 	// MaxResponseBytes is how much of a response body can ever be read
 	// through the client; further reads see io.EOF. Zero means 64 KiB.
 	MaxResponseBytes int64
+	// Resolver resolves receivers' host names. Nil means net.DefaultResolver.
+	// Whatever it answers, Guard vets the resulting address at dial time.
+	Resolver *net.Resolver
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -83,6 +86,7 @@ func NewClient(cfg Config) (*http.Client, error) {
 		Timeout:   min(maxDialTimeout, cfg.Timeout),
 		KeepAlive: keepAlive,
 		Control:   cfg.Guard.Control, // nil *Guard is valid: protection on
+		Resolver:  cfg.Resolver,
 	}
 	tr := &http.Transport{
 		// An environment proxy would be dialled instead of the receiver, so
