@@ -176,7 +176,9 @@ func (s *Store) Create(ctx context.Context, w Webhook) error {
 	if err != nil {
 		return err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	// Batch lets concurrent registrations share one fsync; the function is
+	// idempotent, as Batch may run it more than once.
+	err = s.db.Batch(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketWebhooks).CreateBucketIfNotExists([]byte(w.Workspace))
 		if err != nil {
 			return err
