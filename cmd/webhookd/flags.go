@@ -34,6 +34,11 @@ type options struct {
 	maxEventBytes  int
 	eventRetention time.Duration
 	replicas       int
+	eventsStream   string
+	delivStream    string
+	delivSubject   string
+	fanoutCons     string
+	deliverCons    string
 	syncAlways     bool
 	pprofAddr      string
 	adminAddr      string
@@ -81,6 +86,11 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.maxEventBytes, "max-event-bytes", 256<<10, "largest event accepted; larger ones are counted and dropped")
 	fs.DurationVar(&o.eventRetention, "event-retention", 7*24*time.Hour, "how long the events stream keeps events")
 	fs.IntVar(&o.replicas, "stream-replicas", 1, "JetStream replicas for webhookd's streams (clustered NATS)")
+	fs.StringVar(&o.eventsStream, "events-stream", "WEBHOOKD_EVENTS", "JetStream stream that captures events")
+	fs.StringVar(&o.delivStream, "deliveries-stream", "WEBHOOKD_DELIVERIES", "JetStream stream holding delivery jobs and scheduled retries")
+	fs.StringVar(&o.delivSubject, "deliveries-subject", "webhookd.deliveries", "subject root of the deliveries stream (must not overlap the event subjects)")
+	fs.StringVar(&o.fanoutCons, "fanout-consumer", "webhookd-fanout", "durable consumer name of the fan-out stage (shared by all instances)")
+	fs.StringVar(&o.deliverCons, "delivery-consumer", "webhookd-deliver", "durable consumer name of the delivery stage (shared by all instances)")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded NATS: fsync every write (survives power loss, slower)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve /debug/pprof on this address (off when empty)")
 	fs.StringVar(&o.encryptionKey, "encryption-key", "", "encrypt webhook secrets at rest (AES-256-GCM): 32-byte keys, base64 or hex, comma-separated; the first seals, the others only open (rotation)")
@@ -177,6 +187,15 @@ func (o *options) validate() error {
 		return fmt.Errorf("--stream-replicas must be 1 to 5, got %d", o.replicas)
 	case o.dataDir == "":
 		return errors.New("--data-dir must not be empty")
+	}
+	for flagName, v := range map[string]string{"--events-stream": o.eventsStream, "--deliveries-stream": o.delivStream,
+		"--fanout-consumer": o.fanoutCons, "--delivery-consumer": o.deliverCons} {
+		if v == "" || strings.ContainsAny(v, " .*>\t\n/\\") {
+			return fmt.Errorf("%s %q must be a non-empty name without spaces, dots, wildcards or slashes", flagName, v)
+		}
+	}
+	if o.delivSubject == "" || strings.ContainsAny(o.delivSubject, " *>") {
+		return fmt.Errorf("--deliveries-subject %q must be a subject root without wildcards or spaces", o.delivSubject)
 	}
 	switch o.logLevel {
 	case "debug", "info", "warn", "error":

@@ -131,10 +131,14 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	disp, err := dispatcher.New(dispatcher.Config{
 		Conn: nc, Subscriptions: store.Index(), Failures: store, Client: client,
 		EventStream: events.StreamConfig{
-			Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
+			Name: o.eventsStream, Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
 		},
-		MaxEventBytes: o.maxEventBytes,
-		Replicas:      o.replicas,
+		DeliveriesStream:  o.delivStream,
+		DeliveriesSubject: o.delivSubject,
+		FanoutConsumer:    o.fanoutCons,
+		DeliveryConsumer:  o.deliverCons,
+		MaxEventBytes:     o.maxEventBytes,
+		Replicas:          o.replicas,
 		Retry: retry.Policy{
 			Initial: o.retryInitial, MaxInterval: o.retryMaxIvl, MaxAge: o.retryMaxAge, MaxAttempts: o.retryMaxTries,
 		},
