@@ -107,23 +107,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	var ackerDone sync.WaitGroup
 	ackerDone.Go(func() { d.acker(acks) })
 
-	fanCC, err := fan.Consume(func(msg jetstream.Msg) { d.fanout(msg, acks) },
-		jetstream.PullMaxMessages(d.cfg.FetchBatch),
-		jetstream.ConsumeErrHandler(d.consumeErr("fan-out")))
-	if err != nil {
-		close(acks)
-		ackerDone.Wait()
-		return fmt.Errorf("dispatcher: start fan-out: %w", err)
-	}
-	delCC, err := del.Consume(d.receive,
-		jetstream.PullMaxMessages(d.cfg.FetchBatch),
-		jetstream.ConsumeErrHandler(d.consumeErr("delivery")))
-	if err != nil {
-		fanCC.Stop()
-		<-fanCC.Closed()
-		close(acks)
-		ackerDone.Wait()
-		return fmt.Errorf("dispatcher: start delivery: %w", err)
+	// One fan-out loop (fanout reuses a match buffer), two delivery loops
+	// so one round's request overlaps the other's handling.
+	pullCtx, stopPulling := context.WithCancel(context.Background())
+	var pulling sync.WaitGroup
+	pulling.Go(func() { d.pullLoop(pullCtx, "fan-out", fan, func(m jetstream.Msg) { d.fanout(m, acks) }) })
+	for range 2 {
+		pulling.Go(func() { d.pullLoop(pullCtx, "delivery", del, d.receive) })
 	}
 	d.ready.Store(true)
 	d.log.Info("dispatcher running", "events_stream", d.cfg.EventStream.Name, "deliveries_stream", d.cfg.DeliveriesStream)
@@ -141,29 +131,17 @@ loop:
 	}
 	tick.Stop()
 
-	// Stop taking work: the fan-out finishes what it buffered (it is fast
+	// Stop taking work: the fan-out finishes the round it holds (it is fast
 	// and only publishes), deliveries not yet started are handed back.
 	d.ready.Store(false)
 	d.stopping.Store(true)
-	fanCC.Drain()
-	delCC.Drain()
-	<-fanCC.Closed()
-	<-delCC.Closed()
+	stopPulling()
+	pulling.Wait()
 	close(acks)
 	ackerDone.Wait()
 	d.workers.Wait()
 	d.log.Info("dispatcher stopped")
 	return nil
-}
-
-func (d *Dispatcher) consumeErr(stage string) jetstream.ConsumeErrHandler {
-	return func(_ jetstream.ConsumeContext, err error) {
-		if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrConnectionReconnecting) {
-			d.log.Debug("consumer interrupted", "stage", stage, "err", err)
-			return
-		}
-		d.log.Warn("consumer error", "stage", stage, "err", err)
-	}
 }
 
 // Redeliver queues a recorded failure for a fresh round of attempts. It

@@ -1,0 +1,58 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// pullWait is how long one pull request stays open on the server. It
+// bounds how long a lost request can stall a consumer, and how long
+// shutdown waits for the round in progress.
+const pullWait = time.Second
+
+// pullLoop feeds handle with cons's messages, one bounded pull request
+// (Fetch) at a time, until ctx ends; it returns once the round in progress
+// is handled.
+//
+// We do not use Consume: its client-side count of messages still owed by
+// the server can drift from the server's view under load (the consumer
+// then shows pending messages and no waiting request, and nothing moves
+// until the idle-heartbeat check fires 30 s later). A Fetch round owns its
+// request outright: it ends when the batch is full or the server expires
+// it, and the next round asks afresh.
+func (d *Dispatcher) pullLoop(ctx context.Context, stage string, cons jetstream.Consumer, handle func(jetstream.Msg)) {
+	retry := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(d.cfg.FetchBatch, jetstream.FetchMaxWait(pullWait))
+		if err != nil {
+			// Disconnected or the consumer is gone for now; the connection
+			// reconnects by itself and Run's readiness reports it.
+			d.log.Debug("pull request failed", "stage", stage, "err", err, "retry_in", retry)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retry):
+			}
+			retry = min(2*retry, 2*time.Second)
+			continue
+		}
+		retry = 100 * time.Millisecond
+		for msg := range batch.Messages() {
+			handle(msg)
+		}
+		if err := batch.Error(); err != nil && !quietPullErr(err) {
+			d.log.Warn("pull request ended early", "stage", stage, "err", err)
+		}
+	}
+}
+
+// quietPullErr reports errors that end a round in normal operation.
+func quietPullErr(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, jetstream.ErrConnectionClosed)
+}
