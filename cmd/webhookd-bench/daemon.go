@@ -1,53 +1,82 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
-// target is the webhookd under test: one this tool started, or an
-// external one (pid 0: no CPU or memory figures).
+// target is the webhookd under test. proc is nil for a daemon the bench
+// did not start (no CPU, memory, restart or profile figures then).
 type target struct {
 	api, natsURL, apiKey string
-	pid                  int
-	cmd                  *exec.Cmd
-	dataDir              string
-	args                 []string
-	logs                 *bytes.Buffer
+	workspace, prefix    string
+	proc                 *daemon
+}
+
+// daemon is a webhookd process the bench started, with an embedded NATS
+// server, on free loopback ports and a fresh data directory.
+type daemon struct {
+	bin      string
+	args     []string
+	dataDir  string
+	target   target
+	pprofURL string // "" unless profiling
+
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error // valid once exited is closed
+	logs    *tailBuffer
+	mem     *memSampler
+
+	stopTook time.Duration // how long the last SIGTERM took to end the process
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// readyLimit bounds a start or restart (a large registry loads at start).
+const readyLimit = 3 * time.Minute
+
+// buildDaemon compiles cmd/webhookd into dir. It names the package by
+// import path so it works from anywhere inside the module.
+func buildDaemon(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "webhookd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/webhookd/webhookd/cmd/webhookd")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build cmd/webhookd (run inside the webhookd module, or pass --webhookd-bin): %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("free port: %w", err)
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
 }
 
-// buildDaemon compiles ./cmd/webhookd once.
-func buildDaemon(dir string) (string, error) {
-	bin := filepath.Join(dir, "webhookd")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/webhookd")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/webhookd (run from the repository root): %v\n%s", err, out)
-	}
-	return bin, nil
+// daemonConfig says how to start a daemon.
+type daemonConfig struct {
+	Bin   string
+	Extra []string // appended flags (scenario and --daemon-flag)
+	Pprof bool     // serve /debug/pprof on a free port
 }
 
-// startDaemon runs a fresh webhookd with an embedded NATS on free ports.
-func startDaemon(bin string, extra []string) (*target, error) {
+// startDaemon launches a fresh webhookd and waits for /readyz.
+func startDaemon(ctx context.Context, cfg daemonConfig) (*daemon, error) {
 	httpAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -56,113 +85,174 @@ func startDaemon(bin string, extra []string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "webhookd-bench-data")
+	dir, err := os.MkdirTemp("", "webhookd-bench-data-")
 	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	key := (rand.Text() + rand.Text())[:32] // 32 base32 characters, 160 bits
+	d := &daemon{bin: cfg.Bin, dataDir: dir, logs: &tailBuffer{max: 64 << 10},
+		target: target{api: "http://" + httpAddr, natsURL: "nats://" + natsAddr, apiKey: key, workspace: "bench", prefix: "events"}}
+	d.target.proc = d
+	d.args = []string{"--data-dir", dir, "--http-addr", httpAddr, "--nats-listen", natsAddr,
+		"--api-keys", "bench:" + key, "--allow-private-targets", "--log-level", "warn"}
+	if cfg.Pprof {
+		addr, err := freeAddr()
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		d.args = append(d.args, "--pprof-addr", addr)
+		d.pprofURL = "http://" + addr
+	}
+	d.args = append(d.args, cfg.Extra...)
+	if err := d.launch(ctx); err != nil {
+		d.close()
 		return nil, err
 	}
-	key := make([]byte, 16)
-	_, _ = rand.Read(key)
-	t := &target{api: "http://" + httpAddr, natsURL: "nats://" + natsAddr, apiKey: hex.EncodeToString(key), dataDir: dir}
-	t.args = append([]string{"--data-dir", dir, "--http-addr", httpAddr, "--nats-listen", natsAddr,
-		"--api-keys", "bench:" + t.apiKey, "--allow-private-targets", "--log-level", "warn"}, extra...)
-	return t, t.start(bin)
+	return d, nil
 }
 
-func (t *target) start(bin string) error {
-	t.cmd = exec.Command(bin, t.args...)
-	t.logs = &bytes.Buffer{}
-	t.cmd.Stdout, t.cmd.Stderr = t.logs, t.logs
-	if err := t.cmd.Start(); err != nil {
-		return err
+// launch starts the process and waits until it is ready.
+func (d *daemon) launch(ctx context.Context) error {
+	d.cmd = exec.Command(d.bin, d.args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	// If the bench dies, so does its daemon.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", d.bin, err)
 	}
-	t.pid = t.cmd.Process.Pid
-	return t.waitReady(60 * time.Second)
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) {
+		d.waitErr = cmd.Wait()
+		close(exited)
+	}(d.cmd, d.exited)
+	d.mem = startMemSampler(d.cmd.Process.Pid, 100*time.Millisecond)
+	return d.waitReady(ctx, readyLimit)
 }
 
-func (t *target) waitReady(limit time.Duration) error {
+var readyClient = &http.Client{Timeout: 2 * time.Second}
+
+// waitReady polls /readyz until it answers 200, the process exits, or
+// limit passes.
+func (d *daemon) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(t.api + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.target.api+"/readyz", nil)
+		if err != nil {
+			return fmt.Errorf("readyz request: %w", err)
+		}
+		if resp, err := readyClient.Do(req); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("webhookd not ready after %s; logs:\n%s", limit, t.logs.String())
-}
-
-// restart stops the daemon with SIGTERM and starts it on the same data dir,
-// returning how long it took to be ready again.
-func (t *target) restart(bin string) (time.Duration, error) {
-	t.stopProcess()
-	start := time.Now()
-	if err := t.start(bin); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
-}
-
-func (t *target) stopProcess() {
-	if t.cmd == nil {
-		return
-	}
-	_ = t.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = t.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = t.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func (t *target) stop() {
-	t.stopProcess()
-	if t.dataDir != "" {
-		os.RemoveAll(t.dataDir)
-	}
-}
-
-// cpuSeconds is the process's user+system CPU time (embedded NATS
-// included: it runs in-process).
-func (t *target) cpuSeconds() float64 {
-	if t.pid == 0 {
-		return 0
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the ")" that closes the command name: utime is 14th and
-	// stime 15th of the whole line, i.e. 12th and 13th after it.
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
-}
-
-// peakRSS is VmHWM in MiB.
-func (t *target) peakRSS() float64 {
-	if t.pid == 0 {
-		return 0
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", t.pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
-			kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
-			return kb / 1024
+		select {
+		case <-d.exited:
+			return fmt.Errorf("webhookd exited before ready (%v); its log:\n%s", d.waitErr, d.logs)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("webhookd not ready after %s; its log:\n%s", limit, d.logs)
 		}
 	}
-	return 0
+}
+
+// terminate stops the process with SIGTERM (SIGKILL after 30 s) and
+// reports an unclean exit.
+func (d *daemon) terminate() error {
+	if d.cmd == nil || d.exited == nil {
+		return nil
+	}
+	defer d.mem.close()
+	start := time.Now()
+	defer func() { d.stopTook = time.Since(start) }()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		return fmt.Errorf("webhookd ignored SIGTERM for 30 s and was killed")
+	}
+	if d.waitErr != nil {
+		return fmt.Errorf("webhookd exited uncleanly after SIGTERM: %w; its log:\n%s", d.waitErr, d.logs)
+	}
+	return nil
+}
+
+// restart stops the daemon with SIGTERM and starts it again on the same
+// data dir; it returns the time from the new start to /readyz and the
+// peak RSS of the process that stopped.
+func (d *daemon) restart(ctx context.Context) (ready time.Duration, oldPeakMiB float64, err error) {
+	oldPeakMiB = d.mem.peakMiB()
+	if err := d.terminate(); err != nil {
+		return 0, oldPeakMiB, err
+	}
+	oldPeakMiB = max(oldPeakMiB, float64(d.mem.peak.Load())/1024)
+	start := time.Now()
+	if err := d.launch(ctx); err != nil {
+		return 0, oldPeakMiB, fmt.Errorf("restart: %w", err)
+	}
+	return time.Since(start), oldPeakMiB, nil
+}
+
+func (d *daemon) cpuSeconds() (float64, error) { return cpuSeconds(d.cmd.Process.Pid) }
+
+// close stops the daemon and deletes its data dir; later calls return the
+// first call's error.
+func (d *daemon) close() error {
+	d.closeOnce.Do(func() {
+		d.closeErr = errors.Join(d.terminate(), os.RemoveAll(d.dataDir))
+	})
+	return d.closeErr
+}
+
+// fetchProfile saves a CPU profile of the given length from --pprof-addr.
+func (d *daemon) fetchProfile(ctx context.Context, seconds int, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", d.pprofURL, seconds), nil)
+	if err != nil {
+		return fmt.Errorf("profile request: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("fetch profile: %s: %s", resp.Status, msg)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("profile file: %w", err)
+	}
+	_, err = io.Copy(f, resp.Body)
+	return errors.Join(err, f.Close())
+}
+
+// tailBuffer keeps the last max bytes written to it, for error messages.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
 }

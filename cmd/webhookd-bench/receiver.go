@@ -1,11 +1,14 @@
 package main
 
 import (
-	"encoding/json"
+	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,133 +16,205 @@ import (
 	"github.com/webhookd/webhookd/dispatcher/signature"
 )
 
+// behaviour is how a receiver answers.
 type behaviour int
 
 const (
-	healthy behaviour = iota
-	hanging
-	failing // answers 500
+	healthy behaviour = iota // 204 after verifying
+	hanging                  // verifies, then never answers
+	failing                  // verifies, then 500
+	trap                     // must never be called: subscriptions no event matches point here
 )
 
-// subscription is one registered webhook as the receiver sees it.
-type subscription struct {
-	secret signature.Secret
-	mu     sync.Mutex
-	seen   []uint64 // bitset of event sequence numbers received
-	unique int
-	dups   int
+func (b behaviour) String() string {
+	return [...]string{"healthy", "hanging", "failing", "trap"}[b]
 }
 
-// receiver is an HTTP endpoint that verifies, dedupes and times every
-// delivery for the subscriptions pointing at it.
-type receiver struct {
-	mode    behaviour
-	srv     *http.Server
-	ln      net.Listener
-	url     string
-	events  int
-	subs    sync.Map // path -> *subscription
-	lat     histogram
-	badSig  atomic.Int64
-	strange atomic.Int64 // deliveries for unknown paths or sequences
-	hits    atomic.Int64
-	stop    chan struct{}
+// book is what the receivers of one scenario check deliveries against:
+// subscription i is reached at path /s/<i>, and its secret is set once its
+// registration returned.
+type book struct {
+	ledger  *ledger
+	shape   eventShape
+	secrets []atomic.Pointer[signature.Secret]
 }
 
-func newReceiver(mode behaviour, events int) (*receiver, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	r := &receiver{mode: mode, ln: ln, url: "http://" + ln.Addr().String(), events: events, stop: make(chan struct{})}
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = r.srv.Serve(ln) }()
-	return r, nil
+func newBook(l *ledger, shape eventShape) *book {
+	return &book{ledger: l, shape: shape, secrets: make([]atomic.Pointer[signature.Secret], len(l.subs))}
 }
 
-func (r *receiver) close() {
-	close(r.stop)
-	_ = r.srv.Close()
-}
+func subPath(i int) string { return "/s/" + strconv.Itoa(i) }
 
-func (r *receiver) add(path, secret string) error {
+// setSecret records subscription i's secret as registration returned it.
+func (b *book) setSecret(i int, secret string) error {
 	s, err := signature.ParseSecret(secret)
 	if err != nil {
-		return err
+		return fmt.Errorf("subscription %d: %w", i, err)
 	}
-	r.subs.Store(path, &subscription{secret: s, seen: make([]uint64, r.events/64+1)})
+	b.secrets[i].Store(&s)
 	return nil
 }
 
-type benchBody struct {
-	Seq   int   `json:"seq"`
-	Sched int64 `json:"sched"`
+// receiver is one webhook endpoint on its own loopback listener.
+type receiver struct {
+	mode behaviour
+	book *book
+	url  string
+	srv  *http.Server
+	stop chan struct{} // releases hanging handlers
+	done chan struct{} // Serve returned
+
+	attempts  atomic.Int64 // requests of any kind
+	conns     atomic.Int64 // open connections
+	peakConns atomic.Int64
+}
+
+// bodyPool recycles request body buffers: receivers must not be the
+// bottleneck they are measuring.
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func newReceiver(mode behaviour, b *book) (*receiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("receiver: listen: %w", err)
+	}
+	r := &receiver{mode: mode, book: b, url: "http://" + ln.Addr().String(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ConnState: r.connState}
+	go func() {
+		defer close(r.done)
+		_ = r.srv.Serve(ln) // ErrServerClosed after close
+	}()
+	return r, nil
+}
+
+func (r *receiver) connState(_ net.Conn, s http.ConnState) {
+	switch s {
+	case http.StateNew:
+		n := r.conns.Add(1)
+		for {
+			p := r.peakConns.Load()
+			if n <= p || r.peakConns.CompareAndSwap(p, n) {
+				break
+			}
+		}
+	case http.StateClosed, http.StateHijacked:
+		r.conns.Add(-1)
+	}
+}
+
+// close stops the server, releases hanging handlers, and waits for Serve.
+func (r *receiver) close() {
+	close(r.stop)
+	_ = r.srv.Close()
+	<-r.done
 }
 
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	now := time.Now()
-	r.hits.Add(1)
-	switch r.mode {
-	case hanging:
-		select {
-		case <-req.Context().Done():
-		case <-r.stop:
-		}
-		return
-	case failing:
-		_, _ = io.Copy(io.Discard, req.Body)
-		w.WriteHeader(http.StatusInternalServerError)
+	r.attempts.Add(1)
+	l := r.book.ledger
+	if r.mode == trap {
+		l.unexpected.Add(1)
+		w.WriteHeader(http.StatusGone) // so the daemon stops retrying it
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
-	if err != nil {
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			buf.Reset()
+			bodyPool.Put(buf)
+		}
+	}()
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(req.Body, 1<<20)); err != nil {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	v, ok := r.subs.Load(req.URL.Path)
-	if !ok {
-		r.strange.Add(1)
-		w.WriteHeader(http.StatusNotFound)
+	code := r.check(req, buf.Bytes(), now)
+	switch {
+	case code != 0:
+	case r.mode == hanging:
+		select {
+		case <-req.Context().Done():
+		case <-r.stop:
+			// Returning would answer 200; abort the connection instead.
+			panic(http.ErrAbortHandler)
+		}
 		return
+	case r.mode == failing:
+		code = http.StatusInternalServerError
+	default:
+		code = http.StatusNoContent
 	}
-	sub := v.(*subscription)
-	ts, _ := strconv.ParseInt(req.Header.Get("webhook-timestamp"), 10, 64)
-	if signature.Verify(sub.secret, req.Header.Get("webhook-id"), ts, body, req.Header.Get("webhook-signature"), now, 5*time.Minute) != nil {
-		r.badSig.Add(1)
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	var b benchBody
-	if json.Unmarshal(body, &b) != nil || b.Seq < 0 || b.Seq >= r.events {
-		r.strange.Add(1)
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	sub.mu.Lock()
-	word, bit := b.Seq/64, uint64(1)<<(b.Seq%64)
-	dup := sub.seen[word]&bit != 0
-	sub.seen[word] |= bit
-	if dup {
-		sub.dups++
-	} else {
-		sub.unique++
-	}
-	sub.mu.Unlock()
-	if !dup {
-		r.lat.record(now.Sub(time.Unix(0, b.Sched)))
-	}
-	w.WriteHeader(http.StatusNoContent)
+	w.WriteHeader(code)
 }
 
-// totals sums the receiver's subscriptions.
-func (r *receiver) totals() (unique, dups int) {
-	r.subs.Range(func(_, v any) bool {
-		s := v.(*subscription)
-		s.mu.Lock()
-		unique += s.unique
-		dups += s.dups
-		s.mu.Unlock()
-		return true
-	})
-	return
+// check verifies and books one delivery; non-zero is the error status to
+// answer with.
+func (r *receiver) check(req *http.Request, body []byte, now time.Time) int {
+	b, l := r.book, r.book.ledger
+	idx, err := strconv.Atoi(strings.TrimPrefix(req.URL.Path, "/s/"))
+	if err != nil || !strings.HasPrefix(req.URL.Path, "/s/") || idx < 0 || idx >= len(b.secrets) || b.secrets[idx].Load() == nil {
+		l.unexpected.Add(1)
+		return http.StatusNotFound
+	}
+	id := req.Header.Get("webhook-id")
+	ts, err := strconv.ParseInt(req.Header.Get("webhook-timestamp"), 10, 64)
+	if err != nil || signature.Verify(*b.secrets[idx].Load(), id, ts, body, req.Header.Get("webhook-signature"), now, 0) != nil {
+		l.badSignature.Add(1)
+		return http.StatusUnauthorized
+	}
+	seq, sentAtNs, err := parseBenchFields(body)
+	if err != nil {
+		l.unexpected.Add(1)
+		return http.StatusBadRequest
+	}
+	sentAt := time.Unix(0, sentAtNs)
+	var want [1024]byte
+	if !bytes.Equal(b.shape.appendBody(want[:0], seq, sentAt), body) {
+		l.bodyMismatch.Add(1)
+		return http.StatusBadRequest
+	}
+	if l.record(idx, seq, id, sentAt, now) == outRejected {
+		return http.StatusConflict
+	}
+	return 0
+}
+
+var errNotBench = errors.New("not a bench event")
+
+// parseBenchFields extracts benchSeq and sentAt from a bench event without
+// a full JSON decode; the caller rebuilds the body from them and compares
+// bytes, which catches anything this shortcut could misread.
+func parseBenchFields(body []byte) (seq int, sentAt int64, err error) {
+	num := func(key string) (int64, error) {
+		i := bytes.Index(body, []byte(key))
+		if i < 0 {
+			return 0, fmt.Errorf("%w: no %s", errNotBench, key)
+		}
+		rest := body[i+len(key):]
+		end := 0
+		for end < len(rest) && end < 20 && rest[end] >= '0' && rest[end] <= '9' {
+			end++
+		}
+		v, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s: %w", errNotBench, key, err)
+		}
+		return v, nil
+	}
+	s, err := num(`"benchSeq":`)
+	if err != nil {
+		return 0, 0, err
+	}
+	if s > 1<<40 {
+		return 0, 0, fmt.Errorf("%w: benchSeq %d out of range", errNotBench, s)
+	}
+	t, err := num(`"sentAt":`)
+	if err != nil {
+		return 0, 0, err
+	}
+	return int(s), t, nil
 }
