@@ -83,10 +83,20 @@ func (r *Result) finish() {
 
 // report is the whole output.
 type report struct {
-	Scenarios []Result  `json:"scenarios"`
-	Headline  *headline `json:"headline,omitempty"`
-	Void      bool      `json:"void"`
-	Lost      bool      `json:"lost"`
+	Scenarios []Result   `json:"scenarios"`
+	Headline  *headline  `json:"headline,omitempty"`
+	Isolation *isolation `json:"isolation,omitempty"`
+	Void      bool       `json:"void"`
+	Lost      bool       `json:"lost"`
+}
+
+// isolation compares the healthy endpoints' p99 in mixed (10% of the
+// endpoints hang or fail) with the same run where all are healthy: how
+// much bad receivers cost good ones.
+type isolation struct {
+	MixedP99   float64 `json:"mixedHealthyP99ms"`
+	HealthyP99 float64 `json:"allHealthyP99ms"`
+	Factor     float64 `json:"factor"`
 }
 
 // headline is webhookd's throughput as a share of the loopback ceiling,
@@ -110,11 +120,23 @@ func newReport(rs []Result) report {
 			pick = r
 		}
 	}
+	if m, h := byScenario(rs, "mixed"), byScenario(rs, "allhealthy"); m != nil && h != nil && h.Latency.P99 > 0 {
+		rep.Isolation = &isolation{MixedP99: m.Latency.P99, HealthyP99: h.Latency.P99, Factor: m.Latency.P99 / h.Latency.P99}
+	}
 	if pick != nil {
 		rep.Headline = &headline{Scenario: pick.Scenario, PerSecond: pick.PerSecond, RawPerSec: pick.Baseline.PerSecond,
 			Conns: pick.Baseline.Conns, Ratio: *pick.Ratio}
 	}
 	return rep
+}
+
+func byScenario(rs []Result, name string) *Result {
+	for i := range rs {
+		if rs[i].Scenario == name {
+			return &rs[i]
+		}
+	}
+	return nil
 }
 
 func (rep report) writeJSON(w io.Writer) error {
@@ -162,6 +184,10 @@ func (rep report) writeTable(w io.Writer) error {
 	if h := rep.Headline; h != nil {
 		fmt.Fprintf(&b, "\nHEADLINE: %s delivers %.0f/s = %.2f × the raw loopback ceiling (%.0f/s, same receiver, %d keep-alive connection(s) per receiver)\n",
 			h.Scenario, h.PerSecond, h.Ratio, h.RawPerSec, h.Conns)
+	}
+	if i := rep.Isolation; i != nil {
+		fmt.Fprintf(&b, "ISOLATION: healthy endpoints' p99 %.1f ms with 10%% of endpoints hanging or failing vs %.1f ms with all healthy (%.2f ×)\n",
+			i.MixedP99, i.HealthyP99, i.Factor)
 	}
 	if rep.Void {
 		b.WriteString("\nVOID: at least one run's ledger does not balance or carries bad deliveries; its figures are not to be trusted\n")

@@ -90,6 +90,11 @@ var presets = map[string]preset{
 		s.Notes = append(s.Notes, "latency and ledger cover the 18 healthy endpoints; the unhealthy ones are reported apart")
 		return s
 	}},
+	"allhealthy": {"mixed's control: the same 20 endpoints, all healthy, 100 events/s for 15 s", func(c Config) Scenario {
+		s := paced("allhealthy", c, 100, 15*time.Second)
+		s.Healthy, s.Subs = 20, 20
+		return s
+	}},
 	"subs1m": {"registry of --subs subscriptions, each event matches 3; restart time with it loaded", func(c Config) Scenario {
 		n := baseEvents / 2
 		if c.Events > 0 {
