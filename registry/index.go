@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 
@@ -15,17 +16,35 @@ type matchKey struct {
 	workflowID string
 }
 
-// Index answers "which webhooks get this event" without scanning. It is
-// safe for any number of concurrent readers and one writer at a time (the
-// Store serialises writes).
+// shardCount splits each of the index's maps into copy-on-write shards. A
+// write copies one shard, so the count keeps that copy small (about 60
+// entries at a million subscriptions) while an empty shard costs one nil
+// pointer.
+const shardCount = 1 << 14
+
+// Index answers "which webhooks get this event" without scanning. Readers
+// never lock or wait: each shard is an immutable map behind an atomic
+// pointer, and a writer (the Store serialises them) publishes a modified
+// copy of the one shard it changes. Plain Go maps keep a million entries
+// in about a third of the memory sync.Map needs, and the string fields of
+// the keys are the webhook's own, so the index allocates nothing per key.
 type Index struct {
-	buckets sync.Map // matchKey -> *atomic.Pointer[[]*Webhook]
-	byID    sync.Map // id -> *Webhook
+	seed    maphash.Seed
+	byID    [shardCount]atomic.Pointer[map[string]*Webhook]
+	buckets [shardCount]atomic.Pointer[map[matchKey][]*Webhook]
 	n       atomic.Int64
 	mu      sync.Mutex // serialises writers
 }
 
-func newIndex() *Index { return &Index{} }
+func newIndex() *Index { return &Index{seed: maphash.MakeSeed()} }
+
+func (ix *Index) idShard(id string) *atomic.Pointer[map[string]*Webhook] {
+	return &ix.byID[maphash.String(ix.seed, id)&(shardCount-1)]
+}
+
+func (ix *Index) keyShard(k matchKey) *atomic.Pointer[map[matchKey][]*Webhook] {
+	return &ix.buckets[maphash.Comparable(ix.seed, k)&(shardCount-1)]
+}
 
 func keyOf(w *Webhook) matchKey {
 	return matchKey{workspace: w.Workspace, eventType: w.EventType, workflowID: w.WorkflowID}
@@ -42,23 +61,20 @@ func (ix *Index) Match(workspace string, t events.Type, workflowID string, dst [
 }
 
 func (ix *Index) appendKey(dst []*Webhook, k matchKey) []*Webhook {
-	v, ok := ix.buckets.Load(k)
-	if !ok {
-		return dst
-	}
-	if s := v.(*atomic.Pointer[[]*Webhook]).Load(); s != nil {
-		dst = append(dst, *s...)
+	if m := ix.keyShard(k).Load(); m != nil {
+		dst = append(dst, (*m)[k]...)
 	}
 	return dst
 }
 
 // Get returns the live webhook with this id.
 func (ix *Index) Get(id string) (*Webhook, bool) {
-	v, ok := ix.byID.Load(id)
-	if !ok {
+	m := ix.idShard(id).Load()
+	if m == nil {
 		return nil, false
 	}
-	return v.(*Webhook), true
+	w, ok := (*m)[id]
+	return w, ok
 }
 
 // Len is the number of indexed webhooks.
@@ -67,64 +83,99 @@ func (ix *Index) Len() int { return int(ix.n.Load()) }
 func (ix *Index) add(w *Webhook) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	v, _ := ix.buckets.LoadOrStore(keyOf(w), new(atomic.Pointer[[]*Webhook]))
-	p := v.(*atomic.Pointer[[]*Webhook])
-	var next []*Webhook
-	if old := p.Load(); old != nil {
-		next = make([]*Webhook, len(*old), len(*old)+1)
-		copy(next, *old)
+	ids := cloneShard(ix.idShard(w.ID), 1)
+	if _, dup := ids[w.ID]; dup {
+		return
 	}
-	next = append(next, w)
-	p.Store(&next)
-	ix.byID.Store(w.ID, w)
+	ids[w.ID] = w
+	k := keyOf(w)
+	bs := cloneShard(ix.keyShard(k), 1)
+	old := bs[k]
+	// A fresh slice, never an append: readers may hold the old one.
+	next := make([]*Webhook, len(old), len(old)+1)
+	copy(next, old)
+	bs[k] = append(next, w)
+	ix.keyShard(k).Store(&bs)
+	ix.idShard(w.ID).Store(&ids)
 	ix.n.Add(1)
 }
 
 func (ix *Index) remove(w *Webhook) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if _, ok := ix.byID.LoadAndDelete(w.ID); !ok {
+	if _, ok := ix.Get(w.ID); !ok {
 		return
 	}
-	ix.n.Add(-1)
+	ids := cloneShard(ix.idShard(w.ID), 0)
+	delete(ids, w.ID)
 	k := keyOf(w)
-	v, ok := ix.buckets.Load(k)
-	if !ok {
-		return
-	}
-	p := v.(*atomic.Pointer[[]*Webhook])
-	old := p.Load()
-	if old == nil {
-		return
-	}
-	next := make([]*Webhook, 0, len(*old))
-	for _, x := range *old {
+	bs := cloneShard(ix.keyShard(k), 0)
+	next := make([]*Webhook, 0, len(bs[k]))
+	for _, x := range bs[k] {
 		if x.ID != w.ID {
 			next = append(next, x)
 		}
 	}
 	if len(next) == 0 {
-		ix.buckets.Delete(k)
-		p.Store(nil)
-		return
+		delete(bs, k)
+	} else {
+		bs[k] = next
 	}
-	p.Store(&next)
+	ix.idShard(w.ID).Store(&ids)
+	ix.keyShard(k).Store(&bs)
+	ix.n.Add(-1)
 }
 
-// bulkLoad fills an empty index at Open without per-entry copying.
+// cloneShard returns a private copy of the map behind p, with room for
+// extra more entries.
+func cloneShard[K comparable, V any](p *atomic.Pointer[map[K]V], extra int) map[K]V {
+	old := p.Load()
+	if old == nil {
+		return make(map[K]V, extra)
+	}
+	m := make(map[K]V, len(*old)+extra)
+	for k, v := range *old {
+		m[k] = v
+	}
+	return m
+}
+
+// bulkLoad fills an empty index at Open, building each shard once.
 func (ix *Index) bulkLoad(all []*Webhook) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	groups := make(map[matchKey][]*Webhook)
+	var idCount, keyCount [shardCount]int32
 	for _, w := range all {
-		groups[keyOf(w)] = append(groups[keyOf(w)], w)
-		ix.byID.Store(w.ID, w)
+		idCount[maphash.String(ix.seed, w.ID)&(shardCount-1)]++
+		keyCount[maphash.Comparable(ix.seed, keyOf(w))&(shardCount-1)]++
 	}
-	for k, s := range groups {
-		p := new(atomic.Pointer[[]*Webhook])
-		s := s
-		p.Store(&s)
-		ix.buckets.Store(k, p)
+	ids := make([]map[string]*Webhook, shardCount)
+	bs := make([]map[matchKey][]*Webhook, shardCount)
+	n := 0
+	for _, w := range all {
+		i := maphash.String(ix.seed, w.ID) & (shardCount - 1)
+		if ids[i] == nil {
+			ids[i] = make(map[string]*Webhook, idCount[i])
+		}
+		if _, dup := ids[i][w.ID]; dup {
+			continue
+		}
+		ids[i][w.ID] = w
+		n++
+		k := keyOf(w)
+		j := maphash.Comparable(ix.seed, k) & (shardCount - 1)
+		if bs[j] == nil {
+			bs[j] = make(map[matchKey][]*Webhook, keyCount[j])
+		}
+		bs[j][k] = append(bs[j][k], w)
 	}
-	ix.n.Store(int64(len(all)))
+	for i := range shardCount {
+		if ids[i] != nil {
+			ix.byID[i].Store(&ids[i])
+		}
+		if bs[i] != nil {
+			ix.buckets[i].Store(&bs[i])
+		}
+	}
+	ix.n.Store(int64(n))
 }

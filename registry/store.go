@@ -117,22 +117,7 @@ func (s *Store) init() error {
 	if err != nil {
 		return fmt.Errorf("registry: init: %w", err)
 	}
-	var all, reseal []*Webhook
-	err = s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketWebhooks).ForEachBucket(func(ws []byte) error {
-			return tx.Bucket(bucketWebhooks).Bucket(ws).ForEach(func(_, v []byte) error {
-				w, stale, err := s.decode(v)
-				if err != nil {
-					return fmt.Errorf("webhook record in workspace %s: %w", ws, err)
-				}
-				all = append(all, w)
-				if stale {
-					reseal = append(reseal, w)
-				}
-				return nil
-			})
-		})
-	})
+	all, reseal, err := s.loadAll()
 	if err != nil {
 		return fmt.Errorf("registry: load: %w", err)
 	}
@@ -155,6 +140,7 @@ func (s *Store) init() error {
 	}
 	s.ix.bulkLoad(all)
 	s.count.Store(int64(len(all)))
+	settleAfterLoad(s.db, s.db.Path(), len(all))
 	return nil
 }
 
