@@ -20,9 +20,18 @@ type queued struct {
 // MaxConnsPerHost workers drain it, and at most HostQueue jobs wait in it,
 // so a slow or hanging receiver only ever slows itself: its excess jobs are
 // handed back to JetStream instead of occupying shared workers.
+//
+// The queue is a slice that grows with use, not a channel of HostQueue
+// slots: lanes come and go with traffic (one per host with work), and a
+// preallocated 4096-slot channel cost a megabyte of zeroed memory each time
+// a quiet host got a job.
 type lane struct {
-	queue    chan queued
-	workers  int          // guarded by Dispatcher.mu
+	// Guarded by Dispatcher.mu.
+	queue   []queued
+	workers int
+	// room, when not nil, is closed as soon as a full lane loses a job.
+	room chan struct{}
+
 	lastFast atomic.Int64 // unix nanos of the last attempt that finished quickly
 }
 
@@ -43,38 +52,44 @@ func (l *lane) progressing(now time.Time) bool {
 // should slow intake, not bounce jobs. A full lane that is stuck reports
 // false at once, and the caller hands the job back to JetStream.
 func (d *Dispatcher) enqueue(q queued) bool {
+	deadline := time.Now().Add(time.Second)
 	d.mu.Lock()
-	l := d.lanes[q.host]
-	if l == nil {
-		l = &lane{queue: make(chan queued, d.cfg.HostQueue)}
-		d.lanes[q.host] = l
-	}
-	select {
-	case l.queue <- q:
-	default:
-		if !l.progressing(time.Now()) {
+	for {
+		l := d.lanes[q.host]
+		if l == nil {
+			l = &lane{}
+			d.lanes[q.host] = l
+		}
+		if len(l.queue) < d.cfg.HostQueue {
+			l.queue = append(l.queue, q)
+			if l.workers < d.cfg.MaxConnsPerHost {
+				l.workers++
+				d.workers.Add(1)
+				go d.laneWorker(q.host, l)
+			}
+			d.mu.Unlock()
+			return true
+		}
+		wait := time.Until(deadline)
+		if !l.progressing(time.Now()) || wait <= 0 {
 			d.mu.Unlock()
 			return false
 		}
 		// Workers keep draining a full lane, so it stays in the map while
 		// we wait outside the lock.
-		d.mu.Unlock()
-		t := time.NewTimer(time.Second)
-		defer t.Stop()
-		select {
-		case l.queue <- q:
-		case <-t.C:
-			return false
+		if l.room == nil {
+			l.room = make(chan struct{})
 		}
+		room := l.room
+		d.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-room:
+		case <-t.C:
+		}
+		t.Stop()
 		d.mu.Lock()
 	}
-	defer d.mu.Unlock()
-	if l.workers < d.cfg.MaxConnsPerHost {
-		l.workers++
-		d.workers.Add(1)
-		go d.laneWorker(q.host, l)
-	}
-	return true
 }
 
 // laneWorker drains one lane and exits when it is empty, so idle hosts cost
@@ -83,19 +98,23 @@ func (d *Dispatcher) laneWorker(host string, l *lane) {
 	defer d.workers.Done()
 	for {
 		d.mu.Lock()
-		var q queued
-		var ok bool
-		select {
-		case q, ok = <-l.queue:
-		default:
-		}
-		if !ok {
+		if len(l.queue) == 0 {
 			l.workers--
-			if l.workers == 0 && len(l.queue) == 0 {
+			if l.workers == 0 {
 				delete(d.lanes, host)
 			}
 			d.mu.Unlock()
 			return
+		}
+		q := l.queue[0]
+		l.queue[0] = queued{} // let the message be collected once attempted
+		l.queue = l.queue[1:]
+		if len(l.queue) == 0 {
+			l.queue = nil // release the backing array; the next job starts small
+		}
+		if l.room != nil {
+			close(l.room)
+			l.room = nil
 		}
 		d.mu.Unlock()
 		start := time.Now()
