@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,8 +31,13 @@ func (d *Dispatcher) pullLoop(ctx context.Context, stage string, cons jetstream.
 		batch, err := cons.Fetch(d.cfg.FetchBatch, jetstream.FetchMaxWait(pullWait))
 		if err != nil {
 			// Disconnected or the consumer is gone for now; the connection
-			// reconnects by itself and Run's readiness reports it.
-			d.log.Debug("pull request failed", "stage", stage, "err", err, "retry_in", retry)
+			// reconnects by itself and Run's readiness reports it. Say so
+			// loudly once it has failed for a few seconds in a row.
+			level := slog.LevelDebug
+			if retry >= 2*time.Second {
+				level = slog.LevelWarn
+			}
+			d.log.Log(ctx, level, "pull request failed", "stage", stage, "err", err, "retry_in", retry)
 			select {
 			case <-ctx.Done():
 				return
