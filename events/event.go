@@ -103,16 +103,21 @@ func (d Decoder) Decode(m Message) (Event, error) {
 		}
 		return Event{}, &DecodeError{Reason: ReasonBadSubject, Err: err}
 	}
-	first := firstNonSpace(m.Data)
-	if first == 0 || !json.Valid(m.Data) {
+	if first := firstNonSpace(m.Data); first != '{' {
+		if first != 0 && json.Valid(m.Data) {
+			return Event{}, reject(ReasonNotObject, "body is JSON but not an object")
+		}
 		return Event{}, reject(ReasonNotJSON, "body is not valid JSON")
 	}
-	if first != '{' {
-		return Event{}, reject(ReasonNotObject, "body is JSON but not an object")
-	}
+	// Unmarshal checks the whole body is valid JSON before it decodes, so
+	// the body is scanned once more here, not twice.
 	var env envelope
 	if err := json.Unmarshal(m.Data, &env); err != nil {
-		// Valid JSON object, so only a field of the wrong type gets here.
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			return Event{}, reject(ReasonNotJSON, "body is not valid JSON")
+		}
+		// A valid object, so only a field of the wrong type gets here.
 		return Event{}, reject(ReasonBadField, "type must be a string: %v", err)
 	}
 	if env.Type == nil || !Type(*env.Type).Valid() {

@@ -60,6 +60,8 @@ func TestDecode(t *testing.T) {
 		{"credit", "events.acme.workflowCreditLimit.reached", `{"type":"workflowCreditLimit.reached","metadata":{}}`, "", "", "", "seq-42"},
 		{"not json", subj, `{"type":`, "", ReasonNotJSON, "", ""},
 		{"empty", subj, ``, "", ReasonNotJSON, "", ""},
+		{"trailing garbage", subj, `{"type":"workflowRun.completed"} x`, "", ReasonNotJSON, "", ""},
+		{"bad utf-8 free garbage", subj, `{"type":"workflowRun.completed",}`, "", ReasonNotJSON, "", ""},
 		{"array", subj, `[{"type":"workflowRun.completed"}]`, "", ReasonNotObject, "", ""},
 		{"string", subj, `"x"`, "", ReasonNotObject, "", ""},
 		{"no type", subj, `{"workflowId":"x"}`, "", ReasonUnknownType, "", ""},
