@@ -52,6 +52,7 @@ type Store struct {
 	ix          *Index
 	maxFailures int
 	count       atomic.Int64
+	journal     Journal // nil: writes go straight to bbolt
 }
 
 // Open opens (or creates) the registry and rebuilds the index.
@@ -162,6 +163,12 @@ func (s *Store) Create(ctx context.Context, w Webhook) error {
 	if err != nil {
 		return err
 	}
+	if s.journal != nil {
+		if err := s.journal.Put(ctx, w.ID, v); err != nil {
+			return fmt.Errorf("registry: create %s: %w", w.ID, err)
+		}
+		return nil
+	}
 	// Batch lets concurrent registrations share one fsync; the function is
 	// idempotent, as Batch may run it more than once.
 	err = s.db.Batch(func(tx *bolt.Tx) error {
@@ -211,6 +218,17 @@ func (s *Store) Get(ctx context.Context, workspace, id string) (Webhook, error) 
 func (s *Store) Delete(ctx context.Context, workspace, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if s.journal != nil {
+		// Only the workspace's own webhooks may be deleted; the journal
+		// entry names the id alone.
+		if w, ok := s.ix.Get(id); !ok || w.Workspace != workspace {
+			return fmt.Errorf("registry: delete %s: %w", id, ErrNotFound)
+		}
+		if err := s.journal.Delete(ctx, id); err != nil {
+			return fmt.Errorf("registry: delete %s: %w", id, err)
+		}
+		return nil
 	}
 	var w Webhook
 	err := s.db.Update(func(tx *bolt.Tx) error {

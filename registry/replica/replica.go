@@ -1,0 +1,217 @@
+// Package replica shares the webhook registry between webhookd instances
+// through a JetStream key-value bucket, so that every instance on one NATS
+// cluster fans events out to, and delivers for, the same subscriptions.
+//
+// The bucket is the shared log; each instance's bbolt file is its local
+// copy. A registration or deletion is written to the bucket first and
+// reaches every instance's Store, the writer's included, through one
+// ordered watch, so all copies apply the same changes in the same order.
+// The last revision applied is kept in bbolt, so a restart resumes where it
+// stopped instead of reading the whole bucket again. The first start with
+// replication publishes any subscriptions the local file already had.
+//
+// Secrets travel as the Store keeps them: sealed when --encryption-key is
+// set, which then must be the same on every instance.
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/webhookd/webhookd/registry"
+)
+
+// Config wires a Replica.
+type Config struct {
+	// JetStream reaches the NATS cluster. Required.
+	JetStream jetstream.JetStream
+	// Store is this instance's registry. Required.
+	Store *registry.Store
+	// Bucket names the key-value bucket. Empty means "WEBHOOKD_REGISTRY".
+	Bucket string
+	// Replicas of the bucket in a NATS cluster. Zero means 1.
+	Replicas int
+	// WriteTimeout bounds how long a write waits for its change to come
+	// back through the watch. Zero means 10s.
+	WriteTimeout time.Duration
+	// Logger receives sync progress and problems; nil discards them.
+	Logger *slog.Logger
+}
+
+// Replica is a registry.Journal backed by a key-value bucket. Run keeps
+// the Store in step with the bucket.
+type Replica struct {
+	cfg     Config
+	log     *slog.Logger
+	kv      atomic.Pointer[jetstream.KeyValue]
+	synced  atomic.Bool
+	running atomic.Bool
+
+	mu      sync.Mutex
+	applied chan struct{} // closed after every applied batch, then replaced
+}
+
+// New validates cfg and returns a Replica; nothing happens until Run.
+func New(cfg Config) (*Replica, error) {
+	if cfg.JetStream == nil || cfg.Store == nil {
+		return nil, errors.New("replica: JetStream and Store are required")
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = "WEBHOOKD_REGISTRY"
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Replicas < 0 || cfg.WriteTimeout < 0 {
+		return nil, errors.New("replica: Replicas and WriteTimeout must not be negative")
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Replica{cfg: cfg, log: log.With("component", "replica"), applied: make(chan struct{})}, nil
+}
+
+// Ready reports nil once the Store has caught up with the bucket.
+func (r *Replica) Ready() error {
+	if !r.synced.Load() {
+		return errors.New("registry is not in sync with the shared registry yet")
+	}
+	return nil
+}
+
+// Put records a new webhook and waits until this Store has it.
+func (r *Replica) Put(ctx context.Context, id string, value []byte) error {
+	kv, err := r.bucket()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.WriteTimeout)
+	defer cancel()
+	if _, err := kv.Create(ctx, id, value); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+	}
+	return r.await(ctx, func() bool { _, ok := r.cfg.Store.Index().Get(id); return ok })
+}
+
+// Delete records a deletion and waits until this Store no longer has it.
+func (r *Replica) Delete(ctx context.Context, id string) error {
+	kv, err := r.bucket()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.WriteTimeout)
+	defer cancel()
+	if err := kv.Delete(ctx, id); err != nil {
+		return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+	}
+	return r.await(ctx, func() bool { _, ok := r.cfg.Store.Index().Get(id); return !ok })
+}
+
+// Lookup reads one webhook straight from the bucket and applies it, for a
+// delivery job that reached this instance before the watch did. It reports
+// false when the bucket does not have it (it was deleted, or never existed).
+func (r *Replica) Lookup(ctx context.Context, id string) (*registry.Webhook, bool, error) {
+	kv, err := r.bucket()
+	if err != nil {
+		return nil, false, err
+	}
+	e, err := kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+	}
+	// Revision 0: applied out of the watch's order, so it must not move
+	// the point a restart resumes from.
+	if err := r.cfg.Store.ApplyChanges([]registry.Change{{ID: id, Value: e.Value()}}); err != nil {
+		return nil, false, err
+	}
+	w, ok := r.cfg.Store.Index().Get(id)
+	return w, ok, nil
+}
+
+func (r *Replica) bucket() (jetstream.KeyValue, error) {
+	kv := r.kv.Load()
+	if kv == nil {
+		return nil, fmt.Errorf("%w: not connected to the bucket yet", registry.ErrUnavailable)
+	}
+	return *kv, nil
+}
+
+// await returns once done reports true after an applied batch, or when ctx
+// ends.
+func (r *Replica) await(ctx context.Context, done func() bool) error {
+	for {
+		r.mu.Lock()
+		ch := r.applied
+		r.mu.Unlock()
+		if done() {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the change was recorded but has not come back yet: %v", registry.ErrUnavailable, ctx.Err())
+		}
+	}
+}
+
+func (r *Replica) notify() {
+	r.mu.Lock()
+	close(r.applied)
+	r.applied = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// Run creates or updates the bucket (retrying while NATS is unreachable)
+// and applies its changes to the Store until ctx ends.
+func (r *Replica) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("replica: Run called twice")
+	}
+	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		kv, err := r.cfg.JetStream.CreateOrUpdateKeyValue(setupCtx, jetstream.KeyValueConfig{
+			Bucket:      r.cfg.Bucket,
+			Description: "webhookd subscriptions, shared by every instance",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    r.cfg.Replicas,
+		})
+		cancel()
+		if err == nil {
+			r.kv.Store(&kv)
+			break
+		}
+		r.log.Warn("opening the shared registry failed; retrying", "bucket", r.cfg.Bucket, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+	for {
+		err := r.follow(ctx, *r.kv.Load())
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.log.Warn("following the shared registry stopped; resuming", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
