@@ -24,6 +24,10 @@ type Config struct {
 	Subscriptions Subscriptions
 	// Failures records deliveries the retry policy gave up on. Required.
 	Failures FailureRecorder
+	// Lookup, when set, is asked about a job whose webhook Subscriptions
+	// does not know: with several instances, the job may have arrived before
+	// the registration did. Nil treats an unknown webhook as deleted.
+	Lookup Lookup
 	// Client performs the HTTP attempts; build it with dispatcher/transport so
 	// it carries the SSRF guard, timeouts and no-redirect policy. Required.
 	Client *http.Client

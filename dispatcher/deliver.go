@@ -49,6 +49,21 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 		return
 	}
 	t, ok := d.target(j.WebhookID)
+	if !ok && d.cfg.Lookup != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, ok, err = d.cfg.Lookup.Lookup(ctx, j.WebhookID)
+		cancel()
+		if err != nil {
+			// Cannot tell deleted from not-yet-known: ask again shortly.
+			d.log.Warn("unknown webhook and the shared registry is unreachable; job handed back",
+				"webhook", j.WebhookID, "err", err)
+			d.handBack(msg, jitter(2*time.Second))
+			return
+		}
+		if ok {
+			t, ok = d.target(j.WebhookID)
+		}
+	}
 	if !ok {
 		// Deleted subscriptions stop receiving at once.
 		d.m.dropped.WithLabelValues("webhook_deleted").Inc()

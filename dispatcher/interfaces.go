@@ -22,3 +22,11 @@ type Subscriptions interface {
 type FailureRecorder interface {
 	RecordFailure(ctx context.Context, f registry.Failure) error
 }
+
+// Lookup reaches past the local index to the shared registry, for a job
+// whose webhook this instance has not heard of yet. replica.Replica
+// satisfies it. It reports false when the webhook does not exist (it was
+// deleted), and an error when it cannot tell.
+type Lookup interface {
+	Lookup(ctx context.Context, id string) (*registry.Webhook, bool, error)
+}

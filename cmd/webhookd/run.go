@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/webhookd/webhookd/events/natsconn"
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/api"
+	"github.com/webhookd/webhookd/registry/replica"
 	"github.com/webhookd/webhookd/registry/ssrf"
 )
 
@@ -111,7 +113,19 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		nc.Close()
 	}()
 
-	// 3. Dispatcher.
+	// 3. The shared registry: every registration and deletion goes through a
+	// key-value bucket that all instances follow.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	rep, err := replica.New(replica.Config{JetStream: js, Store: store, Bucket: o.registryBucket, Replicas: o.replicas, Logger: log})
+	if err != nil {
+		return err
+	}
+	store.UseJournal(rep)
+
+	// 4. Dispatcher.
 	guard, err := targetGuard(o)
 	if err != nil {
 		return err
@@ -129,7 +143,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		return err
 	}
 	disp, err := dispatcher.New(dispatcher.Config{
-		Conn: nc, Subscriptions: store.Index(), Failures: store, Client: client,
+		Conn: nc, Subscriptions: store.Index(), Lookup: rep, Failures: store, Client: client,
 		EventStream: events.StreamConfig{
 			Name: o.eventsStream, Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
 		},
@@ -153,13 +167,16 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		return err
 	}
 
-	// 4. HTTP API.
+	// 5. HTTP API.
 	srv, err := api.New(api.Config{
 		Store: store, Keys: keys, Validator: registry.Validator{Guard: guard},
 		Logger: log, Gatherer: reg, Registerer: reg, Redeliver: disp,
 		Ready: func() error {
 			if !nc.IsConnected() {
 				return errors.New("NATS is not connected")
+			}
+			if err := rep.Ready(); err != nil {
+				return err
 			}
 			return disp.Ready()
 		},
@@ -176,8 +193,9 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDisp()
 	var wg sync.WaitGroup
-	var dispErr, apiErr error
+	var dispErr, repErr, apiErr error
 	wg.Go(func() { dispErr = disp.Run(dispCtx) })
+	wg.Go(func() { repErr = rep.Run(dispCtx) })
 	for _, l := range []struct {
 		addr string
 		mux  func() *http.ServeMux
@@ -200,7 +218,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	log.Info("shutting down")
 	stopDisp()
 	wg.Wait()
-	return errors.Join(apiErr, dispErr)
+	return errors.Join(apiErr, dispErr, repErr)
 }
 
 func apiKeys(ctx context.Context, o options, store *registry.Store, log *slog.Logger) (*registry.KeyRing, error) {

@@ -24,6 +24,7 @@ const (
 	codeNotReady              = "NOT_READY"
 	codeInternal              = "INTERNAL"
 	codeRedeliveryUnavailable = "REDELIVERY_UNAVAILABLE"
+	codeRegistryUnavailable   = "REGISTRY_UNAVAILABLE"
 )
 
 // apiError is an error that already knows how it looks on the wire. Handlers
@@ -80,6 +81,9 @@ func toAPIError(err error) (*apiError, bool) {
 		return validationError(ve.Fields), false
 	case errors.Is(err, registry.ErrNotFound):
 		return &apiError{Status: http.StatusNotFound, Code: codeNotFound}, false
+	case errors.Is(err, registry.ErrUnavailable):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: codeRegistryUnavailable,
+			Details: map[string]any{"reason": "the shared registry (NATS) is unreachable; nothing was changed, retry later"}}, true
 	case errors.Is(err, registry.ErrBadCursor):
 		return &apiError{Status: http.StatusBadRequest, Code: codeInvalidCursor,
 			Details: map[string]any{"reason": "cursor is malformed or was not issued by this server"}}, false
