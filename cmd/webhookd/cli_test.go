@@ -50,6 +50,7 @@ func TestBadOptionsNameTheFlag(t *testing.T) {
 		{nil, map[string]string{"WEBHOOKD_RETRY_INITIAL": "x"}, "WEBHOOKD_RETRY_INITIAL"},
 		{[]string{"--retry-initial", "1h", "--retry-max-interval", "1m"}, nil, "--retry-max-interval"},
 		{[]string{"stray"}, nil, "stray"},
+		{[]string{"--registry-bucket", "a.b"}, nil, "--registry-bucket"},
 	}
 	for _, c := range cases {
 		_, err := parseOptions(c.args, func(k string) string { return c.env[k] }, &bytes.Buffer{})

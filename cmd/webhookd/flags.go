@@ -90,7 +90,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.eventsStream, "events-stream", "WEBHOOKD_EVENTS", "JetStream stream that captures events")
 	fs.StringVar(&o.delivStream, "deliveries-stream", "WEBHOOKD_DELIVERIES", "JetStream stream holding delivery jobs and scheduled retries")
 	fs.StringVar(&o.delivSubject, "deliveries-subject", "webhookd.deliveries", "subject root of the deliveries stream (must not overlap the event subjects)")
-	fs.StringVar(&o.registryBucket, "registry-bucket", "WEBHOOKD_REGISTRY", "JetStream key-value bucket through which all instances share the subscriptions")
+	fs.StringVar(&o.registryBucket, "registry-bucket", "WEBHOOKD_REGISTRY", "JetStream key-value bucket through which all instances share the subscriptions (empty: keep them local to this instance)")
 	fs.StringVar(&o.fanoutCons, "fanout-consumer", "webhookd-fanout", "durable consumer name of the fan-out stage (shared by all instances)")
 	fs.StringVar(&o.deliverCons, "delivery-consumer", "webhookd-deliver", "durable consumer name of the delivery stage (shared by all instances)")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded NATS: fsync every write (survives power loss, slower)")
@@ -191,10 +191,13 @@ func (o *options) validate() error {
 		return errors.New("--data-dir must not be empty")
 	}
 	for flagName, v := range map[string]string{"--events-stream": o.eventsStream, "--deliveries-stream": o.delivStream,
-		"--fanout-consumer": o.fanoutCons, "--delivery-consumer": o.deliverCons, "--registry-bucket": o.registryBucket} {
+		"--fanout-consumer": o.fanoutCons, "--delivery-consumer": o.deliverCons} {
 		if v == "" || strings.ContainsAny(v, " .*>\t\n/\\") {
 			return fmt.Errorf("%s %q must be a non-empty name without spaces, dots, wildcards or slashes", flagName, v)
 		}
+	}
+	if strings.ContainsAny(o.registryBucket, " .*>\t\n/\\") {
+		return fmt.Errorf("--registry-bucket %q must be a name without spaces, dots, wildcards or slashes", o.registryBucket)
 	}
 	if o.delivSubject == "" || strings.ContainsAny(o.delivSubject, " *>") {
 		return fmt.Errorf("--deliveries-subject %q must be a subject root without wildcards or spaces", o.delivSubject)

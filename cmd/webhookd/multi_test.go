@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // deliveredAttempts sums webhookd_delivery_attempts_total{outcome="success"}
@@ -99,5 +103,29 @@ func TestTwoInstancesShareTheWork(t *testing.T) {
 	l.mu.Unlock()
 	if got != events {
 		t.Errorf("the deleted subscription received %d events, want the %d sent before its deletion", got, events)
+	}
+}
+
+// TestLocalRegistryWhenBucketEmpty: --registry-bucket "" keeps the
+// registry local (no bucket is created) and deliveries still flow.
+func TestLocalRegistryWhenBucketEmpty(t *testing.T) {
+	d := newDaemon(t, "--registry-bucket", "")
+	d.start()
+	l := newLedger()
+	recv := httptest.NewServer(http.HandlerFunc(l.handler))
+	defer recv.Close()
+	subscribe(t, d, l, recv.URL, 1)
+	publishEvents(t, d.natsURL(), 10)
+	waitUntil(t, 20*time.Second, "deliveries", func() bool { return l.unique() >= 10 })
+	l.check(t)
+
+	nc, err := nats.Connect(d.natsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.KeyValue(t.Context(), "WEBHOOKD_REGISTRY"); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Errorf("the shared-registry bucket exists or errs otherwise: %v", err)
 	}
 }

@@ -114,16 +114,21 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	}()
 
 	// 3. The shared registry: every registration and deletion goes through a
-	// key-value bucket that all instances follow.
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+	// key-value bucket that all instances follow (unless turned off).
+	var rep *replica.Replica
+	if o.registryBucket != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		rep, err = replica.New(replica.Config{JetStream: js, Store: store, Bucket: o.registryBucket, Replicas: o.replicas, Logger: log})
+		if err != nil {
+			return err
+		}
+		store.UseJournal(rep)
+	} else {
+		log.Warn("--registry-bucket is empty: subscriptions stay local to this instance; do not run several instances on this NATS")
 	}
-	rep, err := replica.New(replica.Config{JetStream: js, Store: store, Bucket: o.registryBucket, Replicas: o.replicas, Logger: log})
-	if err != nil {
-		return err
-	}
-	store.UseJournal(rep)
 
 	// 4. Dispatcher.
 	guard, err := targetGuard(o)
@@ -143,7 +148,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		return err
 	}
 	disp, err := dispatcher.New(dispatcher.Config{
-		Conn: nc, Subscriptions: store.Index(), Lookup: rep, Failures: store, Client: client,
+		Conn: nc, Subscriptions: store.Index(), Lookup: lookupOf(rep), Failures: store, Client: client,
 		EventStream: events.StreamConfig{
 			Name: o.eventsStream, Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
 		},
@@ -175,8 +180,10 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			if !nc.IsConnected() {
 				return errors.New("NATS is not connected")
 			}
-			if err := rep.Ready(); err != nil {
-				return err
+			if rep != nil {
+				if err := rep.Ready(); err != nil {
+					return err
+				}
 			}
 			return disp.Ready()
 		},
@@ -195,7 +202,9 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	var wg sync.WaitGroup
 	var dispErr, repErr, apiErr error
 	wg.Go(func() { dispErr = disp.Run(dispCtx) })
-	wg.Go(func() { repErr = rep.Run(dispCtx) })
+	if rep != nil {
+		wg.Go(func() { repErr = rep.Run(dispCtx) })
+	}
 	for _, l := range []struct {
 		addr string
 		mux  func() *http.ServeMux
@@ -219,6 +228,14 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	stopDisp()
 	wg.Wait()
 	return errors.Join(apiErr, dispErr, repErr)
+}
+
+// lookupOf keeps a nil *Replica from becoming a non-nil interface.
+func lookupOf(rep *replica.Replica) dispatcher.Lookup {
+	if rep == nil {
+		return nil
+	}
+	return rep
 }
 
 func apiKeys(ctx context.Context, o options, store *registry.Store, log *slog.Logger) (*registry.KeyRing, error) {
