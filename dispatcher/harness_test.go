@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +19,7 @@ import (
 	"github.com/webhookd/webhookd/dispatcher/retry"
 	"github.com/webhookd/webhookd/dispatcher/transport"
 	"github.com/webhookd/webhookd/events"
+	"github.com/webhookd/webhookd/events/natstest"
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/ssrf"
 )
@@ -42,24 +42,9 @@ type harnessOpts struct {
 	cfg    func(*dispatcher.Config)
 }
 
-func startNATS(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
-
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
-	ns := startNATS(t)
+	ns := natstest.JetStream(t)
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,8 @@ func (s *Store) UseJournal(j Journal) { s.journal = j }
 func (s *Store) Encode(w Webhook) ([]byte, error) { return s.encode(w) }
 
 // Change is one journal entry: a webhook's stored bytes, or its deletion
-// when Value is nil.
+// when Value is nil. An entry with an empty ID changes nothing but still
+// counts as applied (its revision is recorded).
 type Change struct {
 	ID       string
 	Value    []byte
@@ -77,6 +78,9 @@ func (s *Store) ApplyChanges(changes []Change) error {
 		added, removed = added[:0], removed[:0]
 		root := tx.Bucket(bucketWebhooks)
 		for i, c := range changes {
+			if c.ID == "" {
+				continue
+			}
 			if w := puts[i]; w != nil {
 				b, err := root.CreateBucketIfNotExists([]byte(w.Workspace))
 				if err != nil {

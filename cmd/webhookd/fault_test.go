@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	bolt "go.etcd.io/bbolt"
 )
@@ -250,6 +253,11 @@ func TestNATSOutages(t *testing.T) {
 	waitUntil(t, 60*time.Second, "/readyz green again", func() bool { return d.readyStatus() == 200 })
 	t.Logf("nats-server kill -9+restart: /readyz green %s after the kill", time.Since(red).Round(time.Millisecond))
 
+	// The shared registry's watch survived both outages: a deletion made
+	// by "another instance" (straight in the bucket) reaches this one.
+	id, _ := d.register(recv.URL+"/after-outages", "workflowRun.failed", "")
+	watchSeesRemoteDelete(t, d, id)
+
 	waitUntil(t, 120*time.Second, "every pair delivered", func() bool { return l.unique() >= 3000*subs })
 	l.mu.Lock()
 	t.Logf("NATS outages: %d pairs, lost 0, duplicates %d", 3000*subs, l.dups)
@@ -267,4 +275,29 @@ func dialOK(addr string) bool {
 	}
 	c.Close()
 	return true
+}
+
+// watchSeesRemoteDelete deletes id in the shared-registry bucket, as
+// another instance would, and waits for d's API to stop finding it.
+func watchSeesRemoteDelete(t *testing.T, d *daemon, id string) {
+	t.Helper()
+	nc, err := nats.Connect(d.natsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "WEBHOOKD_REGISTRY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the watch to apply a remote deletion", func() bool {
+		status, _ := d.api(http.MethodGet, "/api/webhook/"+id, nil)
+		return status == http.StatusNotFound
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -45,16 +46,29 @@ func TestNoSecretsAtRestOrInLogs(t *testing.T) {
 	if code, _ := d.term(20 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	db, err := os.ReadFile(filepath.Join(d.dataDir, "webhookd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := d.logs.String()
 	needles := append([]string{d.apiKey, encKey, "attempted-key-0123456789", "whsec_"}, secrets...)
-	for _, n := range needles {
-		if bytes.Contains(db, []byte(n)) {
-			t.Errorf("bbolt file contains %q", n)
+	// Every file of the data dir: the bbolt registry, and JetStream's store
+	// with the shared-registry bucket, the events and the delivery jobs.
+	files := 0
+	err := filepath.WalkDir(d.dataDir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
 		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, n := range needles {
+			if bytes.Contains(raw, []byte(n)) {
+				t.Errorf("%s contains %q", path, n)
+			}
+		}
+		return nil
+	})
+	if err != nil || files < 3 {
+		t.Fatalf("walking the data dir: %d files, %v", files, err)
 	}
 	// URLs are stored (they are the registration) but never logged: their
 	// query strings may carry receivers' tokens.

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/webhookd/webhookd/registry"
 )
+
+// errReconnected ends a watch so that a fresh one replaces it.
+var errReconnected = errors.New("reconnected to NATS")
 
 // maxBatch bounds the changes applied in one bbolt transaction while
 // catching up.
@@ -37,6 +41,11 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 	if rev > 0 {
 		opts = append(opts, jetstream.ResumeFromRevision(rev+1))
 	}
+	// A watch does not always notice that the server it watched restarted;
+	// after any reconnect, start a fresh one from the revision applied.
+	nc := r.cfg.JetStream.Conn()
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
 	w, err := kv.WatchAll(ctx, opts...)
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
@@ -57,6 +66,8 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-reconnected:
+			return errReconnected
 		case e, ok = <-updates:
 		}
 		if !ok {
@@ -121,7 +132,11 @@ func (r *Replica) apply(batch []registry.Change) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	defer r.notify()
+	for i, c := range batch {
+		if r.skip(c) {
+			batch[i] = registry.Change{Revision: c.Revision} // no change; the revision still counts
+		}
+	}
 	err := r.cfg.Store.ApplyChanges(batch)
 	if err == nil {
 		return nil

@@ -38,8 +38,7 @@ type Config struct {
 	Bucket string
 	// Replicas of the bucket in a NATS cluster. Zero means 1.
 	Replicas int
-	// WriteTimeout bounds how long a write waits for its change to come
-	// back through the watch. Zero means 10s.
+	// WriteTimeout bounds one write to the bucket. Zero means 10s.
 	WriteTimeout time.Duration
 	// Logger receives sync progress and problems; nil discards them.
 	Logger *slog.Logger
@@ -54,8 +53,8 @@ type Replica struct {
 	synced  atomic.Bool
 	running atomic.Bool
 
-	mu      sync.Mutex
-	applied chan struct{} // closed after every applied batch, then replaced
+	mu       sync.Mutex
+	deleting map[string]struct{} // deleted here, deletion not yet seen by the watch
 }
 
 // New validates cfg and returns a Replica; nothing happens until Run.
@@ -79,7 +78,7 @@ func New(cfg Config) (*Replica, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Replica{cfg: cfg, log: log.With("component", "replica"), applied: make(chan struct{})}, nil
+	return &Replica{cfg: cfg, log: log.With("component", "replica"), deleting: make(map[string]struct{})}, nil
 }
 
 // Ready reports nil once the Store has caught up with the bucket.
@@ -90,7 +89,9 @@ func (r *Replica) Ready() error {
 	return nil
 }
 
-// Put records a new webhook and waits until this Store has it.
+// Put records a new webhook in the bucket and applies it to this Store at
+// once; the watch brings the same change to every other instance (and
+// back here, where it changes nothing).
 func (r *Replica) Put(ctx context.Context, id string, value []byte) error {
 	kv, err := r.bucket()
 	if err != nil {
@@ -101,10 +102,14 @@ func (r *Replica) Put(ctx context.Context, id string, value []byte) error {
 	if _, err := kv.Create(ctx, id, value); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
 	}
-	return r.await(ctx, func() bool { _, ok := r.cfg.Store.Index().Get(id); return ok })
+	// Revision 0: applied out of the watch's order, so it must not move
+	// the point a restart resumes from.
+	return r.cfg.Store.ApplyChanges([]registry.Change{{ID: id, Value: value}})
 }
 
-// Delete records a deletion and waits until this Store no longer has it.
+// Delete records a deletion in the bucket and applies it to this Store at
+// once. Until the watch has passed the deletion, it ignores the webhook's
+// older creation, so a lagging watch cannot bring it back.
 func (r *Replica) Delete(ctx context.Context, id string) error {
 	kv, err := r.bucket()
 	if err != nil {
@@ -112,10 +117,16 @@ func (r *Replica) Delete(ctx context.Context, id string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.WriteTimeout)
 	defer cancel()
+	r.mu.Lock()
+	r.deleting[id] = struct{}{}
+	r.mu.Unlock()
 	if err := kv.Delete(ctx, id); err != nil {
+		r.mu.Lock()
+		delete(r.deleting, id)
+		r.mu.Unlock()
 		return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
 	}
-	return r.await(ctx, func() bool { _, ok := r.cfg.Store.Index().Get(id); return !ok })
+	return r.cfg.Store.ApplyChanges([]registry.Change{{ID: id}})
 }
 
 // Lookup reads one webhook straight from the bucket and applies it, for a
@@ -150,29 +161,20 @@ func (r *Replica) bucket() (jetstream.KeyValue, error) {
 	return *kv, nil
 }
 
-// await returns once done reports true after an applied batch, or when ctx
-// ends.
-func (r *Replica) await(ctx context.Context, done func() bool) error {
-	for {
-		r.mu.Lock()
-		ch := r.applied
-		r.mu.Unlock()
-		if done() {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("%w: the change was recorded but has not come back yet: %v", registry.ErrUnavailable, ctx.Err())
-		}
-	}
-}
-
-func (r *Replica) notify() {
+// skip reports whether the watch should pass over c: the creation of a
+// webhook this instance deleted and whose deletion the watch has not
+// reached yet. It forgets the id once the deletion comes by.
+func (r *Replica) skip(c registry.Change) bool {
 	r.mu.Lock()
-	close(r.applied)
-	r.applied = make(chan struct{})
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if _, ok := r.deleting[c.ID]; !ok {
+		return false
+	}
+	if c.Value == nil {
+		delete(r.deleting, c.ID)
+		return false
+	}
+	return true
 }
 
 // Run creates or updates the bucket (retrying while NATS is unreachable)
@@ -206,6 +208,10 @@ func (r *Replica) Run(ctx context.Context) error {
 		err := r.follow(ctx, *r.kv.Load())
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errReconnected) {
+			r.log.Info("reconnected to NATS; resuming the shared registry's watch")
+			continue
 		}
 		r.log.Warn("following the shared registry stopped; resuming", "err", err)
 		select {

@@ -13,23 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/webhookd/webhookd/events"
+	"github.com/webhookd/webhookd/events/natstest"
 	"github.com/webhookd/webhookd/registry"
 )
-
-func startNATS(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
 
 // instance is one webhookd's registry: its own bbolt file, its own NATS
 // connection, a Replica running until stop.
@@ -101,7 +87,7 @@ func newHook(t *testing.T, ws, workflow string) registry.Webhook {
 func has(s *registry.Store, id string) bool { _, ok := s.Index().Get(id); return ok }
 
 func TestTwoInstancesShareTheRegistry(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.JetStream(t)
 	dir := t.TempDir()
 	a := startInstance(t, ns, openStore(t, filepath.Join(dir, "a.db")))
 	b := startInstance(t, ns, openStore(t, filepath.Join(dir, "b.db")))
@@ -139,7 +125,7 @@ func TestTwoInstancesShareTheRegistry(t *testing.T) {
 }
 
 func TestFirstSyncPublishesAndRestartResumes(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.JetStream(t)
 	dir := t.TempDir()
 	// An instance that registered subscriptions before replication existed.
 	aPath := filepath.Join(dir, "a.db")
@@ -185,7 +171,7 @@ func TestFirstSyncPublishesAndRestartResumes(t *testing.T) {
 }
 
 func TestLookupAndUnavailable(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.JetStream(t)
 	dir := t.TempDir()
 	a := startInstance(t, ns, openStore(t, filepath.Join(dir, "a.db")))
 
@@ -231,5 +217,39 @@ func TestLookupAndUnavailable(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("New without JetStream and Store succeeded")
+	}
+}
+
+// TestLaggingWatchCannotResurrect: a watch that is behind a local deletion
+// passes over the webhook's creation instead of bringing it back, and
+// still advances the resume point.
+func TestLaggingWatchCannotResurrect(t *testing.T) {
+	ns := natstest.JetStream(t)
+	a := startInstance(t, ns, openStore(t, filepath.Join(t.TempDir(), "a.db")))
+	w := newHook(t, "acme", "")
+	value, err := a.store.Encode(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.rep.mu.Lock()
+	a.rep.deleting[w.ID] = struct{}{}
+	a.rep.mu.Unlock()
+	if err := a.rep.apply([]registry.Change{{ID: w.ID, Value: value, Revision: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	if has(a.store, w.ID) {
+		t.Fatal("the stale creation of a deleted webhook was applied")
+	}
+	if rev, _ := a.store.JournalRevision(); rev != 1000 {
+		t.Fatalf("resume point %d, want 1000", rev)
+	}
+	if err := a.rep.apply([]registry.Change{{ID: w.ID, Revision: 1001}}); err != nil {
+		t.Fatal(err)
+	}
+	a.rep.mu.Lock()
+	_, still := a.rep.deleting[w.ID]
+	a.rep.mu.Unlock()
+	if still {
+		t.Fatal("the deletion passed by but the id is still held back")
 	}
 }

@@ -1,0 +1,28 @@
+// Package natstest runs a real, in-process NATS server with JetStream for
+// tests: loopback, a random port, its store in the test's temp dir, and
+// shut down when the test ends. Tests use it instead of any mock of NATS.
+package natstest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// JetStream starts a server with JetStream enabled and returns it once it
+// accepts connections.
+func JetStream(t testing.TB) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
