@@ -5,7 +5,7 @@
 //
 // # bbolt layout (schema version 1)
 //
-//	meta/                      "schema" -> "1"
+//	meta/                      "schema" -> "1", "journal-revision" -> 8-byte big-endian revision
 //	webhooks/<workspace>/      <webhook id> -> Webhook JSON
 //	failures/<webhook id>/     <8-byte big-endian unix nanos><failure id> -> Failure JSON
 //	apikeys/                   <sha256 of key> -> workspace (bootstrap keys only)
@@ -17,8 +17,16 @@
 // # Index
 //
 // The Index is rebuilt from bbolt at Open and updated by every write
-// through the Store. Readers never lock: each (workspace, event type,
-// workflowId) key holds an immutable slice behind an atomic pointer that
-// writers replace (copy-on-write of that key's slice only), so a lookup
-// costs the same at a thousand subscriptions as at a million.
+// through the Store. Readers never lock: the index is split into
+// copy-on-write shards of plain maps behind atomic pointers, and a writer
+// publishes a modified copy of the one shard it changes, so a lookup costs
+// the same at a thousand subscriptions as at a million.
+//
+// # Sharing between instances
+//
+// With a Journal (UseJournal; registry/replica provides one on a JetStream
+// key-value bucket), Create and Delete record the change in the journal,
+// and every instance's Store applies the journal's changes in order
+// (ApplyChanges), remembering the last revision applied so that a restart
+// resumes from it.
 package registry
