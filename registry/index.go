@@ -80,13 +80,14 @@ func (ix *Index) Get(id string) (*Webhook, bool) {
 // Len is the number of indexed webhooks.
 func (ix *Index) Len() int { return int(ix.n.Load()) }
 
-func (ix *Index) add(w *Webhook) {
+// add indexes w; false means a webhook with its id is indexed already.
+func (ix *Index) add(w *Webhook) bool {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ids := cloneShard(ix.idShard(w.ID), 1)
-	if _, dup := ids[w.ID]; dup {
-		return
+	if _, dup := ix.Get(w.ID); dup {
+		return false
 	}
+	ids := cloneShard(ix.idShard(w.ID), 1)
 	ids[w.ID] = w
 	k := keyOf(w)
 	bs := cloneShard(ix.keyShard(k), 1)
@@ -98,13 +99,15 @@ func (ix *Index) add(w *Webhook) {
 	ix.keyShard(k).Store(&bs)
 	ix.idShard(w.ID).Store(&ids)
 	ix.n.Add(1)
+	return true
 }
 
-func (ix *Index) remove(w *Webhook) {
+// remove drops w from the index; false means it was not indexed.
+func (ix *Index) remove(w *Webhook) bool {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if _, ok := ix.Get(w.ID); !ok {
-		return
+		return false
 	}
 	ids := cloneShard(ix.idShard(w.ID), 0)
 	delete(ids, w.ID)
@@ -124,6 +127,7 @@ func (ix *Index) remove(w *Webhook) {
 	ix.idShard(w.ID).Store(&ids)
 	ix.keyShard(k).Store(&bs)
 	ix.n.Add(-1)
+	return true
 }
 
 // cloneShard returns a private copy of the map behind p, with room for

@@ -74,6 +74,9 @@ func (s *Store) ApplyChanges(changes []Change) error {
 	}
 	var added []*Webhook
 	var removed []Webhook
+	// One transaction (one fsync) per run: the journal's watch applies
+	// changes in runs of up to thousands, which is what makes registration
+	// fast; callers do not need to batch further.
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		added, removed = added[:0], removed[:0]
 		root := tx.Bucket(bucketWebhooks)
@@ -86,9 +89,12 @@ func (s *Store) ApplyChanges(changes []Change) error {
 				if err != nil {
 					return err
 				}
-				if b.Get([]byte(w.ID)) != nil {
+				if _, ok := s.ix.Get(w.ID); ok {
 					continue // webhooks never change once created
 				}
+				// Two appliers of one entry (a write and its echo through
+				// the watch) may both get here: Put is idempotent, and only
+				// the first index add counts.
 				if err := b.Put([]byte(w.ID), c.Value); err != nil {
 					return err
 				}
@@ -121,12 +127,14 @@ func (s *Store) ApplyChanges(changes []Change) error {
 		return fmt.Errorf("registry: apply journal: %w", err)
 	}
 	for _, w := range added {
-		s.ix.add(w)
-		s.count.Add(1)
+		if s.ix.add(w) {
+			s.count.Add(1)
+		}
 	}
 	for i := range removed {
-		s.ix.remove(&removed[i])
-		s.count.Add(-1)
+		if s.ix.remove(&removed[i]) {
+			s.count.Add(-1)
+		}
 	}
 	return nil
 }

@@ -181,8 +181,9 @@ func (s *Store) Create(ctx context.Context, w Webhook) error {
 	if err != nil {
 		return fmt.Errorf("registry: create %s: %w", w.ID, err)
 	}
-	s.ix.add(&w)
-	s.count.Add(1)
+	if s.ix.add(&w) {
+		s.count.Add(1)
+	}
 	return nil
 }
 
@@ -256,8 +257,9 @@ func (s *Store) Delete(ctx context.Context, workspace, id string) error {
 	if err != nil {
 		return fmt.Errorf("registry: delete %s: %w", id, err)
 	}
-	s.ix.remove(&w)
-	s.count.Add(-1)
+	if s.ix.remove(&w) {
+		s.count.Add(-1)
+	}
 	return nil
 }
 

@@ -132,6 +132,7 @@ func (r *Replica) apply(batch []registry.Change) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	defer r.notify()
 	for i, c := range batch {
 		if r.skip(c) {
 			batch[i] = registry.Change{Revision: c.Revision} // no change; the revision still counts

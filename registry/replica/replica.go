@@ -55,6 +55,7 @@ type Replica struct {
 
 	mu       sync.Mutex
 	deleting map[string]struct{} // deleted here, deletion not yet seen by the watch
+	applied  chan struct{}       // closed after every batch the watch applies, then replaced
 }
 
 // New validates cfg and returns a Replica; nothing happens until Run.
@@ -78,7 +79,8 @@ func New(cfg Config) (*Replica, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Replica{cfg: cfg, log: log.With("component", "replica"), deleting: make(map[string]struct{})}, nil
+	return &Replica{cfg: cfg, log: log.With("component", "replica"), deleting: make(map[string]struct{}),
+		applied: make(chan struct{})}, nil
 }
 
 // Ready reports nil once the Store has caught up with the bucket.
@@ -89,9 +91,15 @@ func (r *Replica) Ready() error {
 	return nil
 }
 
-// Put records a new webhook in the bucket and applies it to this Store at
-// once; the watch brings the same change to every other instance (and
-// back here, where it changes nothing).
+// echoWait is how long a write waits for its own change to come back
+// through the watch, which applies it in order and in batches with
+// others, before applying it itself.
+const echoWait = 2 * time.Second
+
+// Put records a new webhook in the bucket and returns once this Store has
+// it: normally when the watch brings it back, or after echoWait by
+// applying it directly, so a lagging watch delays a registration but never
+// fails it.
 func (r *Replica) Put(ctx context.Context, id string, value []byte) error {
 	kv, err := r.bucket()
 	if err != nil {
@@ -102,14 +110,18 @@ func (r *Replica) Put(ctx context.Context, id string, value []byte) error {
 	if _, err := kv.Create(ctx, id, value); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
 	}
+	if r.await(ctx, func() bool { _, ok := r.cfg.Store.Index().Get(id); return ok }) {
+		return nil
+	}
 	// Revision 0: applied out of the watch's order, so it must not move
 	// the point a restart resumes from.
 	return r.cfg.Store.ApplyChanges([]registry.Change{{ID: id, Value: value}})
 }
 
-// Delete records a deletion in the bucket and applies it to this Store at
-// once. Until the watch has passed the deletion, it ignores the webhook's
-// older creation, so a lagging watch cannot bring it back.
+// Delete records a deletion in the bucket and returns once this Store no
+// longer has the webhook, like Put. Until the watch has passed the
+// deletion, it ignores the webhook's older creation, so a lagging watch
+// cannot bring it back.
 func (r *Replica) Delete(ctx context.Context, id string) error {
 	kv, err := r.bucket()
 	if err != nil {
@@ -126,7 +138,39 @@ func (r *Replica) Delete(ctx context.Context, id string) error {
 		r.mu.Unlock()
 		return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
 	}
+	if r.await(ctx, func() bool { _, ok := r.cfg.Store.Index().Get(id); return !ok }) {
+		return nil
+	}
 	return r.cfg.Store.ApplyChanges([]registry.Change{{ID: id}})
+}
+
+// await reports whether done became true, checked after every batch the
+// watch applies, within echoWait (or until ctx ends).
+func (r *Replica) await(ctx context.Context, done func() bool) bool {
+	t := time.NewTimer(echoWait)
+	defer t.Stop()
+	for {
+		r.mu.Lock()
+		ch := r.applied
+		r.mu.Unlock()
+		if done() {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (r *Replica) notify() {
+	r.mu.Lock()
+	close(r.applied)
+	r.applied = make(chan struct{})
+	r.mu.Unlock()
 }
 
 // Lookup reads one webhook straight from the bucket and applies it, for a

@@ -212,6 +212,22 @@ func TestLookupAndUnavailable(t *testing.T) {
 	if _, ok, err := rep.Lookup(t.Context(), "wh_nonexistent"); ok || err != nil {
 		t.Fatalf("lookup of an unknown id: %v %v", ok, err)
 	}
+
+	// With no watch running, writes still complete: after echoWait they
+	// apply their own change.
+	mine := newHook(t, "acme", "wf-10")
+	start := time.Now()
+	if err := cold.Create(t.Context(), mine); err != nil || !has(cold, mine.ID) {
+		t.Fatalf("create without a watch: %v, indexed %v", err, has(cold, mine.ID))
+	}
+	if took := time.Since(start); took < echoWait {
+		t.Fatalf("create returned after %s, before echoWait, with no watch to bring the change", took)
+	}
+	waitFor(t, "the running instance to get the registration", func() bool { return has(a.store, mine.ID) })
+	if err := cold.Delete(t.Context(), "acme", mine.ID); err != nil || has(cold, mine.ID) {
+		t.Fatalf("delete without a watch: %v, indexed %v", err, has(cold, mine.ID))
+	}
+	waitFor(t, "the running instance to drop it", func() bool { return !has(a.store, mine.ID) })
 }
 
 func TestNewValidates(t *testing.T) {
