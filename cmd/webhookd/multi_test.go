@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,12 +18,7 @@ import (
 // on one daemon's /metrics.
 func deliveredAttempts(t *testing.T, d *daemon) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + d.httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	raw := scrape(t, d)
 	var sum float64
 	for _, line := range strings.Split(string(raw), "\n") {
 		if strings.HasPrefix(line, "webhookd_delivery_attempts_total{") && strings.Contains(line, `outcome="success"`) {
