@@ -63,6 +63,11 @@ func (s *Store) ApplyChanges(changes []Change) error {
 		if c.Value == nil {
 			continue
 		}
+		if _, ok := s.ix.Get(c.ID); ok {
+			// Webhooks never change once created: the echo of this
+			// instance's own write needs no second unseal and decode.
+			continue
+		}
 		w, _, err := s.decode(c.Value)
 		if err != nil {
 			return fmt.Errorf("registry: journal entry %s: %w", c.ID, err)
@@ -84,13 +89,17 @@ func (s *Store) ApplyChanges(changes []Change) error {
 			if c.ID == "" {
 				continue
 			}
-			if w := puts[i]; w != nil {
+			if c.Value != nil {
+				w := puts[i]
+				if w == nil {
+					continue // indexed already
+				}
+				if _, ok := s.ix.Get(w.ID); ok {
+					continue // indexed since the decode above
+				}
 				b, err := root.CreateBucketIfNotExists([]byte(w.Workspace))
 				if err != nil {
 					return err
-				}
-				if _, ok := s.ix.Get(w.ID); ok {
-					continue // webhooks never change once created
 				}
 				// Two appliers of one entry (a write and its echo through
 				// the watch) may both get here: Put is idempotent, and only
