@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // binPath is the webhookd binary built once for the end-to-end tests.
@@ -226,4 +230,32 @@ func (d *daemon) natsURL() string {
 		return d.externalNATS
 	}
 	return "nats://" + d.natsAddr
+}
+
+// jetStream is a JetStream client on d's NATS, closed when the test ends.
+func (d *daemon) jetStream() jetstream.JetStream {
+	d.t.Helper()
+	nc, err := nats.Connect(d.natsURL())
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return js
+}
+
+// deliverSome registers one verified subscription on d, publishes n events
+// and waits until each has arrived with a good signature.
+func deliverSome(t *testing.T, d *daemon, n int) {
+	t.Helper()
+	l := newLedger()
+	recv := httptest.NewServer(http.HandlerFunc(l.handler))
+	defer recv.Close()
+	subscribe(t, d, l, recv.URL, 1)
+	publishEvents(t, d.natsURL(), n)
+	waitUntil(t, 20*time.Second, "deliveries", func() bool { return l.unique() >= n })
+	l.check(t)
 }

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	bolt "go.etcd.io/bbolt"
 )
@@ -281,12 +279,7 @@ func dialOK(addr string) bool {
 // another instance would, and waits for d's API to stop finding it.
 func watchSeesRemoteDelete(t *testing.T, d *daemon, id string) {
 	t.Helper()
-	nc, err := nats.Connect(d.natsURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := d.jetStream()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, "WEBHOOKD_REGISTRY")

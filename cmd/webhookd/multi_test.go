@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -105,20 +104,9 @@ func TestTwoInstancesShareTheWork(t *testing.T) {
 func TestLocalRegistryWhenBucketEmpty(t *testing.T) {
 	d := newDaemon(t, "--registry-bucket", "")
 	d.start()
-	l := newLedger()
-	recv := httptest.NewServer(http.HandlerFunc(l.handler))
-	defer recv.Close()
-	subscribe(t, d, l, recv.URL, 1)
-	publishEvents(t, d.natsURL(), 10)
-	waitUntil(t, 20*time.Second, "deliveries", func() bool { return l.unique() >= 10 })
-	l.check(t)
+	deliverSome(t, d, 10)
 
-	nc, err := nats.Connect(d.natsURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := d.jetStream()
 	if _, err := js.KeyValue(t.Context(), "WEBHOOKD_REGISTRY"); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Errorf("the shared-registry bucket exists or errs otherwise: %v", err)
 	}

@@ -2,13 +2,8 @@ package main
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestCustomStreamAndConsumerNames: the stream, subject and consumer names
@@ -17,19 +12,9 @@ func TestCustomStreamAndConsumerNames(t *testing.T) {
 	d := newDaemon(t, "--events-stream", "ACME_EVENTS", "--deliveries-stream", "ACME_DELIVERIES",
 		"--deliveries-subject", "acme.deliveries", "--fanout-consumer", "acme-fanout", "--delivery-consumer", "acme-deliver")
 	d.start()
-	l := newLedger()
-	recv := httptest.NewServer(http.HandlerFunc(l.handler))
-	defer recv.Close()
-	subscribe(t, d, l, recv.URL, 1)
-	publishEvents(t, d.natsURL(), 10)
-	waitUntil(t, 20*time.Second, "deliveries", func() bool { return l.unique() >= 10 })
+	deliverSome(t, d, 10)
 
-	nc, err := nats.Connect(d.natsURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := d.jetStream()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for stream, consumer := range map[string]string{"ACME_EVENTS": "acme-fanout", "ACME_DELIVERIES": "acme-deliver"} {
@@ -47,5 +32,4 @@ func TestCustomStreamAndConsumerNames(t *testing.T) {
 	if _, err := js.Stream(ctx, "WEBHOOKD_EVENTS"); err == nil {
 		t.Error("the default events stream was created too")
 	}
-	l.check(t)
 }
