@@ -52,10 +52,23 @@ func TestAlertsUseExportedMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each "expr:" line, plus the lines of an "expr: |" block (those
+	// indented deeper than the "expr:" key).
 	var exprs []string
+	block := -1
 	for _, l := range strings.Split(string(raw), "\n") {
-		if s := strings.TrimSpace(l); strings.HasPrefix(s, "expr:") || strings.HasPrefix(s, "sum(") || strings.HasPrefix(s, "/ ") {
+		s := strings.TrimSpace(l)
+		indent := len(l) - len(strings.TrimLeft(l, " "))
+		if block >= 0 && (s == "" || indent > block) {
 			exprs = append(exprs, s)
+			continue
+		}
+		block = -1
+		if strings.HasPrefix(s, "expr:") {
+			exprs = append(exprs, s)
+			if v := strings.TrimSpace(strings.TrimPrefix(s, "expr:")); strings.HasPrefix(v, "|") || strings.HasPrefix(v, ">") {
+				block = indent
+			}
 		}
 	}
 	if checkNames(t, "alerts.yml", strings.Join(exprs, "\n"), known(t)) == 0 {
@@ -71,6 +84,8 @@ func TestDashboard(t *testing.T) {
 	var d struct {
 		Title  string
 		Panels []struct {
+			ID      int
+			Type    string
 			Title   string
 			Targets []struct{ Expr string }
 		}
@@ -82,7 +97,18 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("dashboard has title %q and %d panels", d.Title, len(d.Panels))
 	}
 	k := known(t)
+	ids := map[int]bool{}
 	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel %q reuses id %d", p.Title, p.ID)
+		}
+		ids[p.ID] = true
+		if p.Type == "row" { // a row header: a title, no queries
+			if p.Title == "" {
+				t.Errorf("row %d has no title", p.ID)
+			}
+			continue
+		}
 		if p.Title == "" || len(p.Targets) == 0 {
 			t.Errorf("panel %q has no title or no targets", p.Title)
 		}

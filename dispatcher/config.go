@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/webhookd/webhookd/dispatcher/breaker"
 	"github.com/webhookd/webhookd/dispatcher/retry"
 	"github.com/webhookd/webhookd/events"
 )
@@ -65,6 +66,10 @@ type Config struct {
 	// MaxAckPending, so a hanging host cannot hold every unacked slot.
 	// Zero means 4096.
 	HostQueue int
+	// DeferDelay is how long a job whose host has no room waits, stored
+	// again as a scheduled message, before it is offered again (plus up to
+	// half as much jitter). Zero means 2s.
+	DeferDelay time.Duration
 	// Workers caps concurrent attempts across all hosts. Zero means 2048.
 	Workers int
 	// FetchBatch is how many messages each consumer keeps buffered. Zero
@@ -73,6 +78,56 @@ type Config struct {
 	// MaxAckPending bounds unacknowledged delivery jobs per consumer across
 	// all instances. Zero means 20000.
 	MaxAckPending int
+
+	// Isolation: how failing destinations are kept from the capacity that
+	// healthy ones need. A destination host is "proven" while its latest
+	// attempt got an HTTP answer within a second; a webhook is healthy while
+	// its circuit is closed with no failures since its last success. Only
+	// attempts for healthy webhooks on proven hosts use the Workers pool;
+	// every other attempt (new hosts, failing webhooks, probes, hanging
+	// hosts) shares the smaller probation pool, so dead destinations can
+	// never take the workers healthy ones need.
+
+	// Breaker tunes the per-webhook circuit breaker (see dispatcher/breaker:
+	// 5 failures or 2 timeouts in a row open a circuit for 5s, doubling on
+	// every failed probe up to 5m).
+	Breaker breaker.Config
+	// ProbationWorkers caps concurrent attempts outside the healthy pool.
+	// Zero means Workers/4.
+	ProbationWorkers int
+	// ProbationConnsPerHost caps concurrent attempts to a host that is not
+	// proven, so a hanging host holds at most this many connections before
+	// its circuits open. Zero means 2.
+	ProbationConnsPerHost int
+	// ProbationHostQueue is how many jobs may wait for a host that is not
+	// proven. Zero means 64.
+	ProbationHostQueue int
+	// ProbationQueued caps jobs waiting in the lanes of all hosts that are
+	// not proven together, so hanging hosts cannot fill the consumer's
+	// ack-pending window; further jobs are handed back for a few seconds
+	// until their circuits open and they are parked instead. Zero means
+	// MaxAckPending/4.
+	ProbationQueued int
+
+	// LaneIdle is how long a host's lane, and with it the host's standing
+	// (proven or not), outlives its last attempt. Zero means 1m.
+	LaneIdle time.Duration
+
+	// Health, when set, shares each webhook's health and circuit with every
+	// instance (registry/health.Store). Nil keeps it in this process.
+	Health HealthStore
+	// HealthSuccessInterval is how often a healthy webhook's last success
+	// time is rewritten in Health; other changes are written within a
+	// second. Zero means 1m.
+	HealthSuccessInterval time.Duration
+	// Disabler turns webhooks off (registry.Store satisfies it). Nil never
+	// disables anything.
+	Disabler Disabler
+	// DisableAfter disables a webhook whose attempts have failed, without a
+	// single success, for this long. Zero never disables on age.
+	DisableAfter time.Duration
+	// DisableOnGone disables a webhook whose receiver answers 410 Gone.
+	DisableOnGone bool
 
 	// BeforeAck, when set, runs after a 2xx and before the job is acked.
 	// It exists for fault-injection tests (crash between delivery and ack);
@@ -116,14 +171,32 @@ func (c *Config) setDefaults() error {
 	def(&c.Workers, 2048)
 	def(&c.FetchBatch, 512)
 	def(&c.MaxAckPending, 20000)
+	def(&c.ProbationWorkers, max(c.Workers/4, 1))
+	def(&c.ProbationConnsPerHost, 2)
+	def(&c.ProbationHostQueue, 64)
+	def(&c.ProbationQueued, max(c.MaxAckPending/4, 1))
+	if c.LaneIdle <= 0 {
+		c.LaneIdle = time.Minute
+	}
+	if c.DeferDelay <= 0 {
+		c.DeferDelay = 2 * time.Second
+	}
+	if c.HealthSuccessInterval == 0 {
+		c.HealthSuccessInterval = time.Minute
+	}
 	if c.DeliveryTimeout == 0 {
 		c.DeliveryTimeout = 15 * time.Second
 	}
 	for name, v := range map[string]int{"MaxConnsPerHost": c.MaxConnsPerHost, "HostQueue": c.HostQueue,
-		"Workers": c.Workers, "FetchBatch": c.FetchBatch, "MaxAckPending": c.MaxAckPending, "Replicas": c.Replicas} {
+		"Workers": c.Workers, "FetchBatch": c.FetchBatch, "MaxAckPending": c.MaxAckPending, "Replicas": c.Replicas,
+		"ProbationWorkers": c.ProbationWorkers, "ProbationConnsPerHost": c.ProbationConnsPerHost,
+		"ProbationHostQueue": c.ProbationHostQueue, "ProbationQueued": c.ProbationQueued} {
 		if v < 0 {
 			return fmt.Errorf("dispatcher: %s must not be negative", name)
 		}
+	}
+	if c.DisableAfter < 0 || c.HealthSuccessInterval < 0 {
+		return errors.New("dispatcher: DisableAfter and HealthSuccessInterval must not be negative")
 	}
 	if c.DeliveryTimeout < 0 {
 		return errors.New("dispatcher: DeliveryTimeout must not be negative")

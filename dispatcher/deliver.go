@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/webhookd/webhookd/dispatcher/breaker"
 	"github.com/webhookd/webhookd/dispatcher/retry"
 	"github.com/webhookd/webhookd/dispatcher/signature"
 	"github.com/webhookd/webhookd/dispatcher/transport"
@@ -70,8 +71,17 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
+	if !t.wh.Disabled {
+		if at, parked := d.parkedUntil(j.WebhookID, time.Now()); parked {
+			d.parkAsync(msg, &j, at, "delivery")
+			return
+		}
+	}
 	if !d.enqueue(queued{msg: msg, job: j, host: t.url.Host, queued: time.Now()}) {
-		d.deferJob(msg)
+		// Its host is saturated (or unproven hosts hold their share of
+		// the window already): set it aside for a few seconds, outside
+		// the ack-pending window, rather than NAK it and keep the slot.
+		d.parkAsync(msg, &j, time.Now().Add(jitter(d.cfg.DeferDelay)), "defer")
 	}
 }
 
@@ -110,25 +120,35 @@ const (
 	errBlocked
 )
 
-// attempt makes one HTTP attempt for q and settles its message.
-func (d *Dispatcher) attempt(q queued) {
+// attemptResult is what run needs to know of an attempt.
+type attemptResult struct {
+	kind   errKind
+	status int
+}
+
+// attempt makes one HTTP attempt for q, reports it to the webhook's
+// circuit and health, and settles its message.
+func (d *Dispatcher) attempt(q queued, t *target, probe bool) attemptResult {
 	j := q.job
-	t, ok := d.target(j.WebhookID)
-	if !ok {
-		d.m.dropped.WithLabelValues("webhook_deleted").Inc()
-		_ = q.msg.Ack()
-		return
-	}
 	now := time.Now()
 	if j.FirstAttempt.IsZero() {
 		j.FirstAttempt = now
 	}
-	d.m.inflight.Inc()
 	status, retryAfter, kind, err := d.post(t, &j, now)
-	d.m.inflight.Dec()
 	elapsed := time.Since(now)
+	res := attemptResult{kind: kind, status: status}
+	o := outcome{webhookID: j.WebhookID, workspace: j.Workspace, probe: probe, status: status}
+	switch {
+	case kind == errNone && status >= 200 && status < 300:
+		o.result = breaker.Success
+	case kind == errTimeout:
+		o.result, o.class = breaker.Timeout, statusClass(status, kind)
+	default:
+		o.result, o.class = breaker.Failure, statusClass(status, kind)
+	}
+	d.health.record(o, time.Now())
 
-	if kind == errNone && status >= 200 && status < 300 {
+	if o.result == breaker.Success {
 		d.m.attempts.WithLabelValues(string(j.EventType), "success", "2xx").Inc()
 		d.m.attemptDuration.WithLabelValues("success").Observe(elapsed.Seconds())
 		d.m.latency.WithLabelValues(string(j.EventType)).Observe(time.Since(j.Published).Seconds())
@@ -138,7 +158,7 @@ func (d *Dispatcher) attempt(q queued) {
 		if err := q.msg.Ack(); err != nil {
 			d.log.Warn("ack delivered job", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
 		}
-		return
+		return res
 	}
 
 	class := statusClass(status, kind)
@@ -158,9 +178,10 @@ func (d *Dispatcher) attempt(q queued) {
 		"attempt", j.Attempt, "status_class", class, "retry", dec.Retry, "delay", dec.Delay)
 	if dec.Retry {
 		d.scheduleRetry(q.msg, j, dec.Delay)
-		return
+		return res
 	}
 	d.giveUp(q.msg, j, dec.Reason)
+	return res
 }
 
 // post sends the signed request. Transport errors come back as a kind, with

@@ -15,6 +15,7 @@ import (
 
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
+	"github.com/webhookd/webhookd/registry/health"
 )
 
 // Dispatcher runs the fan-out and delivery stages. Create it with New and
@@ -28,14 +29,20 @@ type Dispatcher struct {
 
 	matchBuf []*registry.Webhook // fan-out callback's scratch; one goroutine
 
-	mu       sync.Mutex       // guards lanes and lane.workers
-	lanes    map[string]*lane // by destination host
-	workers  sync.WaitGroup   // lane workers
-	slots    chan struct{}    // global attempt limit
-	targets  sync.Map         // webhook id -> *target
-	stopping atomic.Bool
-	ready    atomic.Bool
-	running  atomic.Bool
+	mu      sync.Mutex       // guards lanes and lane.workers
+	lanes   map[string]*lane // by destination host
+	workers sync.WaitGroup   // lane workers
+	slots   chan struct{}    // attempts for healthy webhooks on proven hosts
+	trial   chan struct{}    // every other attempt: the probation pool
+	onTrial int              // jobs queued in lanes of unproven hosts; guarded by mu
+	health  *tracker
+	acks    chan pendingEvent // publishes whose acks settle a message; set by Run
+	// background runs auto-disables; Run waits for them.
+	background sync.WaitGroup
+	targets    sync.Map // webhook id -> *target
+	stopping   atomic.Bool
+	ready      atomic.Bool
+	running    atomic.Bool
 }
 
 // New validates cfg and builds a Dispatcher.
@@ -55,7 +62,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: jetstream: %w", err)
 	}
-	return &Dispatcher{
+	d := &Dispatcher{
 		cfg:     cfg,
 		js:      js,
 		log:     cfg.Logger.With("component", "dispatcher"),
@@ -63,7 +70,12 @@ func New(cfg Config) (*Dispatcher, error) {
 		decoder: events.Decoder{Subjects: cfg.EventStream.Subjects, MaxBytes: cfg.MaxEventBytes},
 		lanes:   make(map[string]*lane),
 		slots:   make(chan struct{}, cfg.Workers),
-	}, nil
+		trial:   make(chan struct{}, cfg.ProbationWorkers),
+	}
+	if d.health, err = newTracker(d); err != nil {
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
+	return d, nil
 }
 
 // Ready reports nil once both streams and consumers exist and deliveries
@@ -104,8 +116,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 
 	acks := make(chan pendingEvent, 1024)
+	d.acks = acks
 	var ackerDone sync.WaitGroup
 	ackerDone.Go(func() { d.acker(acks) })
+	flushCtx, stopFlushing := context.WithCancel(context.Background())
+	var flusher sync.WaitGroup
+	flusher.Go(func() { d.health.flush(flushCtx) })
 
 	// One fan-out loop (fanout reuses a match buffer), two delivery loops
 	// so one round's request overlaps the other's handling.
@@ -127,6 +143,7 @@ loop:
 			break loop
 		case <-tick.C:
 			d.sample(ctx, del)
+			d.pruneLanes(time.Now())
 		}
 	}
 	tick.Stop()
@@ -140,6 +157,9 @@ loop:
 	close(acks)
 	ackerDone.Wait()
 	d.workers.Wait()
+	d.background.Wait()
+	stopFlushing()
+	flusher.Wait()
 	d.log.Info("dispatcher stopped")
 	return nil
 }
@@ -161,3 +181,17 @@ func (d *Dispatcher) Redeliver(ctx context.Context, f registry.Failure) error {
 	}
 	return nil
 }
+
+// ObserveHealth applies a health record written by any instance (pass it
+// as health.Config.OnChange): a circuit another instance opened is honoured
+// here within the watch's delay, and a success seen elsewhere closes it.
+func (d *Dispatcher) ObserveHealth(r health.Record) { d.health.observe(r) }
+
+// Health returns the webhook's health as this instance knows it: its own
+// latest outcome if not yet shared, else the shared record. With the
+// management API's Reset it satisfies api.HealthSource.
+func (d *Dispatcher) Health(id string) health.Record { return d.health.current(id) }
+
+// Reset closes the webhook's circuit and forgets its failures, here and
+// (through the shared health bucket) on every instance.
+func (d *Dispatcher) Reset(ctx context.Context, id string) error { return d.health.reset(ctx, id) }

@@ -16,8 +16,12 @@ import (
 // acknowledged by the server.
 type pendingEvent struct {
 	msg       jetstream.Msg
-	eventType string
+	eventType string // set by fan-out: count its jobs as created
 	futures   []jetstream.PubAckFuture
+	// parked of the futures are jobs parked by an open circuit, at stage
+	// "fanout" or "delivery".
+	parked int
+	stage  string
 }
 
 // fanout is the consume callback of the events consumer. It runs on one
@@ -28,6 +32,14 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 	if err != nil {
 		// Not a JetStream message: nothing to ack, nothing to lose.
 		d.log.Error("fan-out: message without JetStream metadata", "subject", msg.Subject(), "err", err)
+		return
+	}
+	if d.cfg.EventStream.Subjects.IsOperational(msg.Subject()) {
+		// Our own webhook.disabled announcements: kept in the events
+		// stream for subscribers, delivered to no webhook.
+		if err := msg.Ack(); err != nil {
+			d.log.Error("fan-out: ack operational event", "seq", meta.Sequence.Stream, "err", err)
+		}
 		return
 	}
 	ev, err := d.decoder.Decode(events.Message{
@@ -61,9 +73,13 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 		}
 		return
 	}
-	p := pendingEvent{msg: msg, eventType: string(ev.Type), futures: make([]jetstream.PubAckFuture, 0, len(d.matchBuf))}
+	p := pendingEvent{msg: msg, eventType: string(ev.Type), futures: make([]jetstream.PubAckFuture, 0, len(d.matchBuf)), stage: "fanout"}
+	now := time.Now()
 	for _, wh := range d.matchBuf {
-		f, err := d.publishJob(ev, wh)
+		// A webhook whose circuit is open gets its job parked straight
+		// away: one stored message, no trip through the delivery queue.
+		at, parked := d.parkedUntil(wh.ID, now)
+		f, err := d.publishJob(ev, wh, at, parked)
 		if err != nil {
 			// Already-published jobs are deduplicated when the event comes
 			// back, so handing the event back is safe.
@@ -72,11 +88,16 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 			break
 		}
 		p.futures = append(p.futures, f)
+		if parked {
+			p.parked++
+		}
 	}
 	acks <- p
 }
 
-func (d *Dispatcher) publishJob(ev events.Event, wh *registry.Webhook) (jetstream.PubAckFuture, error) {
+// publishJob stores the delivery job for (ev, wh), or when parked its
+// scheduled copy that becomes the job at `at`.
+func (d *Dispatcher) publishJob(ev events.Event, wh *registry.Webhook, at time.Time, parked bool) (jetstream.PubAckFuture, error) {
 	j := job{
 		DeliveryID: signature.DeliveryID(ev.ID, wh.ID),
 		WebhookID:  wh.ID,
@@ -91,6 +112,9 @@ func (d *Dispatcher) publishJob(ev events.Event, wh *registry.Webhook) (jetstrea
 		Subject: d.jobSubject(wh.ID),
 		Header:  j.header(j.DeliveryID),
 		Data:    ev.Body,
+	}
+	if parked {
+		m = d.parkMsg(&j, at)
 	}
 	// When too many publishes await their acks, wait for room (back-pressure
 	// on the events consumer) rather than fail and re-run the fan-out.
@@ -117,7 +141,16 @@ func (d *Dispatcher) acker(acks <-chan pendingEvent) {
 			}
 			continue
 		}
-		d.m.jobsCreated.WithLabelValues(p.eventType).Add(float64(len(p.futures)))
+		if p.eventType != "" {
+			d.m.jobsCreated.WithLabelValues(p.eventType).Add(float64(len(p.futures)))
+		}
+		switch {
+		case p.parked == 0:
+		case p.stage == "defer":
+			d.m.deferred.Add(float64(p.parked))
+		default:
+			d.m.parked.WithLabelValues(p.stage).Add(float64(p.parked))
+		}
 		if err := p.msg.Ack(); err != nil {
 			d.log.Error("fan-out: ack event", "subject", p.msg.Subject(), "err", err)
 		}

@@ -34,12 +34,15 @@ type harness struct {
 	reg   *prometheus.Registry
 	disp  *dispatcher.Dispatcher
 	stop  func()
+	base  dispatcher.Config // as built, for a second instance
 }
 
 type harnessOpts struct {
 	guard  *ssrf.Guard // nil: private targets allowed (httptest is loopback)
 	policy retry.Policy
 	cfg    func(*dispatcher.Config)
+	// disabler lets the dispatcher disable webhooks in the harness store.
+	disabler bool
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -78,17 +81,46 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Registerer: reg,
 	}
+	if o.disabler {
+		cfg.Disabler = store
+	}
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}
+	h := &harness{t: t, nc: nc, js: js, store: store, reg: reg, base: cfg}
+	h.start(cfg)
+	return h
+}
+
+// second starts another dispatcher on the same NATS server and registry,
+// as a second instance would run: the two share the durable consumers.
+func (h *harness) second(t *testing.T, cfgFn func(*dispatcher.Config)) *harness {
+	nc, err := nats.Connect(h.nc.ConnectedUrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	cfg := h.base
+	cfg.Conn = nc
+	cfg.Registerer = prometheus.NewRegistry()
+	if cfgFn != nil {
+		cfgFn(&cfg)
+	}
+	h2 := &harness{t: t, nc: nc, js: h.js, store: h.store, reg: cfg.Registerer.(*prometheus.Registry), base: cfg}
+	h2.start(cfg)
+	return h2
+}
+
+func (h *harness) start(cfg dispatcher.Config) {
+	t := h.t
 	d, err := dispatcher.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.disp = d
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	h := &harness{t: t, nc: nc, js: js, store: store, reg: reg, disp: d}
 	h.stop = sync.OnceFunc(func() {
 		cancel()
 		select {
@@ -102,7 +134,6 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	})
 	t.Cleanup(h.stop)
 	waitFor(t, 10*time.Second, "dispatcher ready", func() bool { return d.Ready() == nil })
-	return h
 }
 
 func (h *harness) addWebhook(ws, url string, et events.Type, workflowID string) registry.Webhook {

@@ -2,9 +2,11 @@ package dispatcher
 
 import (
 	"context"
+	"time"
 
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
+	"github.com/webhookd/webhookd/registry/health"
 )
 
 // Subscriptions finds webhooks. registry.Index satisfies it; reads must be
@@ -29,4 +31,18 @@ type FailureRecorder interface {
 // deleted), and an error when it cannot tell.
 type Lookup interface {
 	Lookup(ctx context.Context, id string) (*registry.Webhook, bool, error)
+}
+
+// HealthStore shares webhook health between instances. health.Store
+// satisfies it; Health is a local read, Put and Reset network writes.
+type HealthStore interface {
+	Health(id string) health.Record
+	Put(ctx context.Context, r health.Record) error
+	Reset(ctx context.Context, id string) error
+}
+
+// Disabler turns a webhook off. registry.Store satisfies it. The bool
+// reports whether this call changed anything (false: already disabled).
+type Disabler interface {
+	Disable(ctx context.Context, id, reason string, at time.Time) (registry.Webhook, bool, error)
 }

@@ -14,6 +14,7 @@ type queued struct {
 	job    job
 	host   string
 	queued time.Time
+	trial  bool // counted in Dispatcher.onTrial
 }
 
 // lane holds the jobs bound for one destination host. At most
@@ -33,6 +34,26 @@ type lane struct {
 	room chan struct{}
 
 	lastFast atomic.Int64 // unix nanos of the last attempt that finished quickly
+	// proven: the host's latest attempt got an HTTP answer (any status)
+	// within fastAttempt. Unproven hosts — new ones, and ones that time out
+	// or refuse connections — get probation limits and the probation pool.
+	proven atomic.Bool
+	// tried: an attempt to the host has finished. Until then the host is
+	// fresh: one attempt at a time, in the healthy pool, so that a new
+	// endpoint is not queued behind hanging hosts' probation attempts.
+	tried    atomic.Bool
+	lastUsed atomic.Int64 // unix nanos of the last attempt's end
+}
+
+// limits returns the lane's concurrency and queue caps.
+func (d *Dispatcher) limits(l *lane) (conns, queue int) {
+	switch {
+	case l.proven.Load():
+		return d.cfg.MaxConnsPerHost, d.cfg.HostQueue
+	case !l.tried.Load():
+		return 1, d.cfg.ProbationHostQueue
+	}
+	return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 }
 
 // fastAttempt is how quick an attempt must be to count as progress. A
@@ -58,11 +79,23 @@ func (d *Dispatcher) enqueue(q queued) bool {
 		l := d.lanes[q.host]
 		if l == nil {
 			l = &lane{}
+			l.lastUsed.Store(time.Now().UnixNano())
 			d.lanes[q.host] = l
 		}
-		if len(l.queue) < d.cfg.HostQueue {
+		conns, queueCap := d.limits(l)
+		q.trial = !l.proven.Load()
+		if q.trial && d.onTrial >= d.cfg.ProbationQueued {
+			// Unproven hosts together may not hold more of the ack-pending
+			// window than this; the job comes back in a few seconds.
+			d.mu.Unlock()
+			return false
+		}
+		if len(l.queue) < queueCap {
 			l.queue = append(l.queue, q)
-			if l.workers < d.cfg.MaxConnsPerHost {
+			if q.trial {
+				d.onTrial++
+			}
+			if l.workers < conns {
 				l.workers++
 				d.workers.Add(1)
 				go d.laneWorker(q.host, l)
@@ -71,7 +104,7 @@ func (d *Dispatcher) enqueue(q queued) bool {
 			return true
 		}
 		wait := time.Until(deadline)
-		if !l.progressing(time.Now()) || wait <= 0 {
+		if q.trial || !l.progressing(time.Now()) || wait <= 0 {
 			d.mu.Unlock()
 			return false
 		}
@@ -98,15 +131,20 @@ func (d *Dispatcher) laneWorker(host string, l *lane) {
 	defer d.workers.Done()
 	for {
 		d.mu.Lock()
-		if len(l.queue) == 0 {
+		conns, _ := d.limits(l)
+		if len(l.queue) == 0 || l.workers > conns {
+			// Empty, or the host lost its proven status and has more
+			// workers than probation allows. The idle lane stays for a
+			// while (see pruneLanes) so that the host keeps its standing,
+			// good or bad, between two jobs.
 			l.workers--
-			if l.workers == 0 {
-				delete(d.lanes, host)
-			}
 			d.mu.Unlock()
 			return
 		}
 		q := l.queue[0]
+		if q.trial {
+			d.onTrial--
+		}
 		l.queue[0] = queued{} // let the message be collected once attempted
 		l.queue = l.queue[1:]
 		if len(l.queue) == 0 {
@@ -117,18 +155,43 @@ func (d *Dispatcher) laneWorker(host string, l *lane) {
 			l.room = nil
 		}
 		d.mu.Unlock()
-		start := time.Now()
-		d.run(q)
-		if end := time.Now(); end.Sub(start) < fastAttempt {
-			l.lastFast.Store(end.UnixNano())
+		d.run(q, l)
+	}
+}
+
+// pruneLanes forgets lanes idle for longer than LaneIdle, so lanes are
+// bounded by the hosts active lately.
+func (d *Dispatcher) pruneLanes(now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for host, l := range d.lanes {
+		if l.workers == 0 && len(l.queue) == 0 && now.UnixNano()-l.lastUsed.Load() > int64(d.cfg.LaneIdle) {
+			delete(d.lanes, host)
 		}
 	}
 }
 
-// run takes one queued job through the global worker limit and an attempt.
-func (d *Dispatcher) run(q queued) {
+// run takes one queued job through its circuit, a worker pool and an
+// attempt.
+func (d *Dispatcher) run(q queued, l *lane) {
 	if d.stopping.Load() {
 		d.handBack(q.msg, 0)
+		return
+	}
+	t, ok := d.target(q.job.WebhookID)
+	if !ok {
+		d.m.dropped.WithLabelValues("webhook_deleted").Inc()
+		_ = q.msg.Ack()
+		return
+	}
+	if t.wh.Disabled {
+		// Pending work of a disabled webhook is kept as failed deliveries,
+		// ready for inspection and a manual retry once it is enabled.
+		j := q.job
+		if j.LastError == "" {
+			j.LastError = "webhook disabled"
+		}
+		d.giveUp(q.msg, j, "disabled")
 		return
 	}
 	waited := time.Since(q.queued)
@@ -139,21 +202,40 @@ func (d *Dispatcher) run(q queued) {
 		d.handBack(q.msg, jitter(time.Second))
 		return
 	}
-	d.slots <- struct{}{}
-	defer func() { <-d.slots }()
+	br := d.health.br
+	dec := br.Allow(q.job.WebhookID)
+	if dec.HalfOpened {
+		d.m.transitions.WithLabelValues("half_open").Inc()
+	}
+	if !dec.Allowed {
+		d.parkSync(q, spread(dec.RetryAt, br.Status(q.job.WebhookID).Cooldown))
+		return
+	}
+	pool, gauge := d.trial, d.m.probation
+	if !dec.Probe && br.Status(q.job.WebhookID).Failures == 0 &&
+		(l.proven.Load() || !l.tried.Load() || d.health.succeeding(q.job.WebhookID)) {
+		pool, gauge = d.slots, d.m.inflight
+	}
+	pool <- struct{}{}
+	defer func() { <-pool }()
 	if waited > d.cfg.ackWait()/3 {
 		// Restart the ack clock so the attempt has its full deadline.
 		_ = q.msg.InProgress()
 	}
-	d.attempt(q)
-}
-
-// defer hands a job back because its host is saturated. The short delay
-// is not an attempt: the attempt number lives in the job, not in
-// JetStream's delivery count.
-func (d *Dispatcher) deferJob(msg jetstream.Msg) {
-	d.m.deferred.Inc()
-	d.handBack(msg, jitter(2*time.Second))
+	gauge.Inc()
+	start := time.Now()
+	res := d.attempt(q, t, dec.Probe)
+	end := time.Now()
+	gauge.Dec()
+	l.tried.Store(true)
+	l.lastUsed.Store(end.UnixNano())
+	switch fast := end.Sub(start) < fastAttempt; {
+	case res.kind == errNone && fast:
+		l.proven.Store(true)
+		l.lastFast.Store(end.UnixNano())
+	case res.kind == errTimeout || res.kind == errNetwork:
+		l.proven.Store(false)
+	}
 }
 
 func (d *Dispatcher) handBack(msg jetstream.Msg, delay time.Duration) {

@@ -24,6 +24,11 @@ type metrics struct {
 	inflight        prometheus.Gauge
 	pendingRetry    prometheus.Gauge
 	backlog         prometheus.Gauge
+	circuitsOpen    prometheus.Gauge
+	transitions     *prometheus.CounterVec
+	parked          *prometheus.CounterVec
+	autoDisabled    *prometheus.CounterVec
+	probation       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -50,19 +55,41 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 86400}},
 			[]string{"event_type"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
-			Name: "deliveries_failed_total", Help: "Deliveries given up and recorded as failed, by event type and reason (max_attempts, max_age, gone)."},
+			Name: "deliveries_failed_total", Help: "Deliveries given up and recorded as failed, by event type and reason (max_attempts, max_age, gone, disabled)."},
 			[]string{"event_type", "reason"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
 			Name: "deliveries_dropped_total", Help: "Delivery jobs dropped without an attempt, by reason (webhook_deleted, invalid_job)."},
 			[]string{"reason"}),
 		deferred: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns,
-			Name: "deliveries_deferred_total", Help: "Delivery jobs handed back to JetStream for a moment because their destination host was at its concurrency and queue limit."}),
+			Name: "deliveries_deferred_total", Help: "Delivery jobs set aside in JetStream for a few seconds because their destination host was at its concurrency and queue limit (not an attempt)."}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
 			Name: "deliveries_inflight", Help: "HTTP delivery attempts in progress in this process."}),
 		pendingRetry: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
 			Name: "deliveries_pending_retry", Help: "Deliveries waiting in JetStream for their next retry (stream-wide, sampled)."}),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
 			Name: "deliveries_backlog", Help: "Delivery jobs due but not yet taken by any instance (stream-wide, sampled)."}),
+	}
+	m.circuitsOpen = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+		Name: "circuits_open", Help: "Webhooks whose circuit is open or half-open, as this instance sees them (shared state; aggregate with max())."})
+	m.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+		Name: "breaker_transitions_total", Help: "Circuit breaker state changes, by the state entered (open, half_open, closed)."},
+		[]string{"to"})
+	m.parked = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+		Name: "deliveries_parked_total", Help: "Delivery jobs parked in JetStream until their webhook's circuit half-opens, by stage (fanout, delivery)."},
+		[]string{"stage"})
+	m.autoDisabled = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+		Name: "webhooks_auto_disabled_total", Help: "Webhooks disabled automatically, by reason (failing: no success for --disable-after; gone: 410 Gone)."},
+		[]string{"reason"})
+	m.probation = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+		Name: "deliveries_probation_inflight", Help: "HTTP attempts in progress in the probation pool (new or failing destinations, probes)."})
+	for _, to := range []string{"open", "half_open", "closed"} {
+		m.transitions.WithLabelValues(to)
+	}
+	for _, st := range []string{"fanout", "delivery"} {
+		m.parked.WithLabelValues(st)
+	}
+	for _, r := range []string{"failing", "gone"} {
+		m.autoDisabled.WithLabelValues(r)
 	}
 	// Every label combination exists from the start, so dashboards and
 	// alert expressions see zeros rather than absent series.
@@ -75,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		for _, class := range []string{"3xx", "4xx", "5xx", "timeout", "network", "blocked"} {
 			m.attempts.WithLabelValues(et, "error", class)
 		}
-		for _, reason := range []string{"max_attempts", "max_age", "gone"} {
+		for _, reason := range []string{"max_attempts", "max_age", "gone", "disabled"} {
 			m.failed.WithLabelValues(et, reason)
 		}
 	}
@@ -92,7 +119,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.eventsReceived, m.eventsRejected, m.jobsCreated, m.attempts,
-		m.attemptDuration, m.latency, m.failed, m.dropped, m.deferred, m.inflight, m.pendingRetry, m.backlog} {
+		m.attemptDuration, m.latency, m.failed, m.dropped, m.deferred, m.inflight, m.pendingRetry, m.backlog,
+		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatcher: register metrics: %w", err)
 		}

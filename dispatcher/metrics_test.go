@@ -12,7 +12,8 @@ import (
 	"github.com/webhookd/webhookd/events"
 )
 
-// counter sums every sample of the named family whose label matches, and
+// counter sums every sample of the named family whose label matches (every
+// sample when label is empty), and
 // returns it as a collector testutil.ToFloat64 can read.
 func counter(t *testing.T, h *harness, name, label, value string) prometheus.Collector {
 	t.Helper()
@@ -26,7 +27,7 @@ func counter(t *testing.T, h *harness, name, label, value string) prometheus.Col
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if hasLabel(m, label, value) {
+			if label == "" || hasLabel(m, label, value) {
 				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 			}
 		}
@@ -115,7 +116,7 @@ func TestMetricsLintClean(t *testing.T) {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				switch l.GetName() {
-				case "event_type", "outcome", "status_class", "reason":
+				case "event_type", "outcome", "status_class", "reason", "to", "stage":
 				default:
 					t.Errorf("metric %s has unexpected label %q", mf.GetName(), l.GetName())
 				}

@@ -95,3 +95,25 @@ func ValidateWorkspace(ws string) error {
 	}
 	return nil
 }
+
+// opFamily is the subject family of webhookd's own operational events,
+// <prefix>.<workspace>.webhook.<name>: they share the event prefix so a
+// workspace's subscribers find them beside its events, and fan-out passes
+// them by rather than counting them as malformed.
+const opFamily = "webhook."
+
+// Operational is the subject of an operational event, such as
+// "webhook.disabled", for a workspace.
+func (s Subjects) Operational(workspace, name string) string {
+	return s.prefix() + "." + workspace + "." + name
+}
+
+// IsOperational reports whether subject is an operational event's.
+func (s Subjects) IsOperational(subject string) bool {
+	p := s.prefix()
+	if len(subject) <= len(p)+1 || subject[:len(p)] != p || subject[len(p)] != '.' {
+		return false
+	}
+	_, typ, ok := strings.Cut(subject[len(p)+1:], ".")
+	return ok && strings.HasPrefix(typ, opFamily)
+}

@@ -25,8 +25,17 @@
 // # Sharing between instances
 //
 // With a Journal (UseJournal; registry/replica provides one on a JetStream
-// key-value bucket), Create and Delete record the change in the journal,
-// and every instance's Store applies the journal's changes in order
-// (ApplyChanges), remembering the last revision applied so that a restart
-// resumes from it.
+// key-value bucket), Create, Delete, Disable and Enable record the change
+// in the journal, and every instance's Store applies the journal's changes
+// in order (ApplyChanges), remembering the last revision applied so that a
+// restart resumes from it. A journal value for a known id replaces that
+// webhook everywhere; updates are compare-and-swap in the journal, so they
+// neither undo each other nor revive a deleted webhook.
+//
+// # Disabled webhooks
+//
+// A disabled webhook (Disable, by the dispatcher; Enable undoes it) stays
+// stored and in the Index's by-id map, but is left out of the match
+// buckets, so fan-out makes no jobs for it while Get still tells the
+// dispatcher why a pending job's webhook no longer takes deliveries.
 package registry

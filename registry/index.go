@@ -28,12 +28,17 @@ const shardCount = 1 << 14
 // copy of the one shard it changes. Plain Go maps keep a million entries
 // in about a third of the memory sync.Map needs, and the string fields of
 // the keys are the webhook's own, so the index allocates nothing per key.
+//
+// Disabled webhooks are in byID (Get finds them, so the dispatcher can see
+// that a job's webhook was disabled) but in no match bucket, so Match
+// never returns them and costs nothing for them.
 type Index struct {
-	seed    maphash.Seed
-	byID    [shardCount]atomic.Pointer[map[string]*Webhook]
-	buckets [shardCount]atomic.Pointer[map[matchKey][]*Webhook]
-	n       atomic.Int64
-	mu      sync.Mutex // serialises writers
+	seed     maphash.Seed
+	byID     [shardCount]atomic.Pointer[map[string]*Webhook]
+	buckets  [shardCount]atomic.Pointer[map[matchKey][]*Webhook]
+	n        atomic.Int64
+	disabled atomic.Int64
+	mu       sync.Mutex // serialises writers
 }
 
 func newIndex() *Index { return &Index{seed: maphash.MakeSeed()} }
@@ -50,8 +55,9 @@ func keyOf(w *Webhook) matchKey {
 	return matchKey{workspace: w.Workspace, eventType: w.EventType, workflowID: w.WorkflowID}
 }
 
-// Match appends to dst the webhooks an event of this workspace, type and
-// workflow goes to: those for every workflow, then those for this one.
+// Match appends to dst the enabled webhooks an event of this workspace,
+// type and workflow goes to: those for every workflow, then those for this
+// one.
 func (ix *Index) Match(workspace string, t events.Type, workflowID string, dst []*Webhook) []*Webhook {
 	dst = ix.appendKey(dst, matchKey{workspace, t, ""})
 	if workflowID != "" {
@@ -67,7 +73,8 @@ func (ix *Index) appendKey(dst []*Webhook, k matchKey) []*Webhook {
 	return dst
 }
 
-// Get returns the live webhook with this id.
+// Get returns the live webhook with this id, disabled or not. The webhook
+// it points to is never modified: a change indexes a new one.
 func (ix *Index) Get(id string) (*Webhook, bool) {
 	m := ix.idShard(id).Load()
 	if m == nil {
@@ -77,57 +84,125 @@ func (ix *Index) Get(id string) (*Webhook, bool) {
 	return w, ok
 }
 
-// Len is the number of indexed webhooks.
+// Len is the number of indexed webhooks, disabled ones included.
 func (ix *Index) Len() int { return int(ix.n.Load()) }
 
-// add indexes w; false means a webhook with its id is indexed already.
+// disabledLen is the number of indexed webhooks that are disabled.
+func (ix *Index) disabledLen() int { return int(ix.disabled.Load()) }
+
+// add indexes w; false means a webhook with its id is indexed already
+// (and is left as it is).
 func (ix *Index) add(w *Webhook) bool {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if _, dup := ix.Get(w.ID); dup {
 		return false
 	}
-	ids := cloneShard(ix.idShard(w.ID), 1)
-	ids[w.ID] = w
-	k := keyOf(w)
-	bs := cloneShard(ix.keyShard(k), 1)
-	old := bs[k]
-	// A fresh slice, never an append: readers may hold the old one.
-	next := make([]*Webhook, len(old), len(old)+1)
-	copy(next, old)
-	bs[k] = append(next, w)
-	ix.keyShard(k).Store(&bs)
-	ix.idShard(w.ID).Store(&ids)
-	ix.n.Add(1)
+	ix.insert(w)
 	return true
 }
 
-// remove drops w from the index; false means it was not indexed.
-func (ix *Index) remove(w *Webhook) bool {
+// put indexes w, replacing the webhook indexed under its id if there is
+// one; true means w is new to the index.
+func (ix *Index) put(w *Webhook) bool {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if _, ok := ix.Get(w.ID); !ok {
-		return false
+	old, ok := ix.Get(w.ID)
+	if !ok {
+		ix.insert(w)
+		return true
 	}
 	ids := cloneShard(ix.idShard(w.ID), 0)
-	delete(ids, w.ID)
-	k := keyOf(w)
-	bs := cloneShard(ix.keyShard(k), 0)
-	next := make([]*Webhook, 0, len(bs[k]))
-	for _, x := range bs[k] {
-		if x.ID != w.ID {
-			next = append(next, x)
+	ids[w.ID] = w
+	oldKey, newKey := keyOf(old), keyOf(w)
+	switch {
+	case !old.Disabled && !w.Disabled && oldKey == newKey:
+		ix.relink(newKey, w.ID, w) // keeps its place in the bucket
+	default:
+		if !old.Disabled {
+			ix.relink(oldKey, old.ID, nil)
 		}
+		if !w.Disabled {
+			ix.relink(newKey, w.ID, w)
+		}
+	}
+	ix.idShard(w.ID).Store(&ids)
+	ix.disabled.Add(disabledDelta(w) - disabledDelta(old))
+	return false
+}
+
+// remove drops the webhook with this id; false means it was not indexed.
+func (ix *Index) remove(id string) bool {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	old, ok := ix.Get(id)
+	if !ok {
+		return false
+	}
+	ids := cloneShard(ix.idShard(id), 0)
+	delete(ids, id)
+	ix.idShard(id).Store(&ids)
+	if !old.Disabled {
+		ix.relink(keyOf(old), id, nil)
+	}
+	ix.n.Add(-1)
+	ix.disabled.Add(-disabledDelta(old))
+	return true
+}
+
+// insert indexes a webhook whose id is not indexed; ix.mu is held.
+func (ix *Index) insert(w *Webhook) {
+	ids := cloneShard(ix.idShard(w.ID), 1)
+	ids[w.ID] = w
+	if !w.Disabled {
+		k := keyOf(w)
+		bs := cloneShard(ix.keyShard(k), 1)
+		old := bs[k]
+		// A fresh slice, never an append: readers may hold the old one.
+		next := make([]*Webhook, len(old), len(old)+1)
+		copy(next, old)
+		bs[k] = append(next, w)
+		ix.keyShard(k).Store(&bs)
+	}
+	ix.idShard(w.ID).Store(&ids)
+	ix.n.Add(1)
+	ix.disabled.Add(disabledDelta(w))
+}
+
+// relink publishes key k's bucket with the webhook of this id taken out
+// and, unless w is nil, w in its place (at the end if it was not there);
+// ix.mu is held.
+func (ix *Index) relink(k matchKey, id string, w *Webhook) {
+	p := ix.keyShard(k)
+	bs := cloneShard(p, 1)
+	old := bs[k]
+	next := make([]*Webhook, 0, len(old)+1)
+	placed := w == nil
+	for _, x := range old {
+		switch {
+		case x.ID != id:
+			next = append(next, x)
+		case !placed:
+			next = append(next, w)
+			placed = true
+		}
+	}
+	if !placed {
+		next = append(next, w)
 	}
 	if len(next) == 0 {
 		delete(bs, k)
 	} else {
 		bs[k] = next
 	}
-	ix.idShard(w.ID).Store(&ids)
-	ix.keyShard(k).Store(&bs)
-	ix.n.Add(-1)
-	return true
+	p.Store(&bs)
+}
+
+func disabledDelta(w *Webhook) int64 {
+	if w.Disabled {
+		return 1
+	}
+	return 0
 }
 
 // cloneShard returns a private copy of the map behind p, with room for
@@ -155,7 +230,7 @@ func (ix *Index) bulkLoad(all []*Webhook) {
 	}
 	ids := make([]map[string]*Webhook, shardCount)
 	bs := make([]map[matchKey][]*Webhook, shardCount)
-	n := 0
+	n, disabled := 0, 0
 	for _, w := range all {
 		i := maphash.String(ix.seed, w.ID) & (shardCount - 1)
 		if ids[i] == nil {
@@ -166,6 +241,10 @@ func (ix *Index) bulkLoad(all []*Webhook) {
 		}
 		ids[i][w.ID] = w
 		n++
+		if w.Disabled {
+			disabled++
+			continue
+		}
 		k := keyOf(w)
 		j := maphash.Comparable(ix.seed, k) & (shardCount - 1)
 		if bs[j] == nil {
@@ -182,4 +261,5 @@ func (ix *Index) bulkLoad(all []*Webhook) {
 		}
 	}
 	ix.n.Store(int64(n))
+	ix.disabled.Store(int64(disabled))
 }

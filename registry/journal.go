@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -18,22 +19,32 @@ var ErrUnavailable = errors.New("registry: the shared registry is unavailable")
 var keyRevision = []byte("journal-revision")
 
 // A Journal shares the registry between webhookd instances. With one set
-// (UseJournal), Create and Delete do not write bbolt themselves: they
-// record the change in the journal and return once the journal has
-// delivered it back through ApplyChanges, as it delivers every instance's
-// changes, in one order. A Journal returns ErrUnavailable (wrapped) when it
-// cannot record a change.
+// (UseJournal), Create, Delete, Disable and Enable do not write bbolt
+// themselves: they record the change in the journal and return once the
+// journal has delivered it back through ApplyChanges, as it delivers every
+// instance's changes, in one order. A Journal returns ErrUnavailable
+// (wrapped) when it cannot record a change.
 type Journal interface {
-	// Put records the webhook id with its stored bytes (as Encode makes
-	// them) and returns once this Store has applied it.
+	// Put records the new webhook id with its stored bytes (as Encode
+	// makes them) and returns once this Store has applied it.
 	Put(ctx context.Context, id string, value []byte) error
+	// Update replaces the stored bytes of the existing webhook id with
+	// what change makes of the journal's current ones, and returns once
+	// this Store has applied the result. It is compare-and-swap: when
+	// another write or a deletion of id lands in between, change runs
+	// again on the newer bytes, so an update can neither undo a concurrent
+	// change nor bring a deleted webhook back. change returning nil bytes
+	// writes nothing. Update returns ErrNotFound (wrapped) when the
+	// journal has no webhook id, and change's own errors as they are.
+	Update(ctx context.Context, id string, change func(current []byte) ([]byte, error)) error
 	// Delete records the deletion of id and returns once this Store has
 	// applied it.
 	Delete(ctx context.Context, id string) error
 }
 
-// UseJournal routes Create and Delete through j. Call it before serving
-// writes; it is not safe to change while writes are in flight.
+// UseJournal routes Create, Delete, Disable and Enable through j. Call it
+// before serving writes; it is not safe to change while writes are in
+// flight.
 func (s *Store) UseJournal(j Journal) { s.journal = j }
 
 // Encode returns w as this Store keeps it, secret sealed when a Sealer is
@@ -51,67 +62,74 @@ type Change struct {
 
 // ApplyChanges makes the Store match a run of journal entries, in one
 // bbolt transaction, and records the last entry's revision (unless it is
-// 0) as the point to resume from. It is
-// idempotent: applying an entry twice, or deleting an id the Store never
-// had, changes nothing.
+// 0) as the point to resume from. A value for an id the Store has replaces
+// that webhook (an update). It is idempotent: applying an entry twice, or
+// deleting an id the Store never had, changes nothing.
 func (s *Store) ApplyChanges(changes []Change) error {
 	if len(changes) == 0 {
 		return nil
 	}
-	puts := make([]*Webhook, len(changes))
-	for i, c := range changes {
-		if c.Value == nil {
-			continue
-		}
-		if _, ok := s.ix.Get(c.ID); ok {
-			// Webhooks never change once created: the echo of this
-			// instance's own write needs no second unseal and decode.
-			continue
-		}
-		w, _, err := s.decode(c.Value)
-		if err != nil {
-			return fmt.Errorf("registry: journal entry %s: %w", c.ID, err)
-		}
-		if w.ID != c.ID {
-			return fmt.Errorf("registry: journal entry %s holds webhook %s", c.ID, w.ID)
-		}
-		puts[i] = w
+	// Held across the transaction and the index updates: two appliers of
+	// one webhook (the watch and a write applying its own change) must
+	// reach the index in the order they reached bbolt.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	puts, err := s.decodeChanges(changes)
+	if err != nil {
+		return err
 	}
-	var added []*Webhook
-	var removed []Webhook
+	// after is each touched id's webhook once the run is applied (nil:
+	// deleted), so that later entries of a run see the earlier ones.
+	after := make(map[string]*Webhook)
+	var order []string
 	// One transaction (one fsync) per run: the journal's watch applies
 	// changes in runs of up to thousands, which is what makes registration
 	// fast; callers do not need to batch further.
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		added, removed = added[:0], removed[:0]
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		clear(after)
+		order = order[:0]
+		current := func(id string) *Webhook {
+			if w, ok := after[id]; ok {
+				return w
+			}
+			w, _ := s.ix.Get(id)
+			return w
+		}
+		set := func(id string, w *Webhook) {
+			if _, ok := after[id]; !ok {
+				order = append(order, id)
+			}
+			after[id] = w
+		}
 		root := tx.Bucket(bucketWebhooks)
 		for i, c := range changes {
 			if c.ID == "" {
 				continue
 			}
+			old := current(c.ID)
 			if c.Value != nil {
 				w := puts[i]
 				if w == nil {
-					continue // indexed already
+					continue // bbolt and the index hold these bytes already
 				}
-				if _, ok := s.ix.Get(w.ID); ok {
-					continue // indexed since the decode above
+				if old != nil && old.Workspace != w.Workspace {
+					if b := root.Bucket([]byte(old.Workspace)); b != nil {
+						if err := b.Delete([]byte(c.ID)); err != nil {
+							return err
+						}
+					}
 				}
 				b, err := root.CreateBucketIfNotExists([]byte(w.Workspace))
 				if err != nil {
 					return err
 				}
-				// Two appliers of one entry (a write and its echo through
-				// the watch) may both get here: Put is idempotent, and only
-				// the first index add counts.
 				if err := b.Put([]byte(w.ID), c.Value); err != nil {
 					return err
 				}
-				added = append(added, w)
+				set(c.ID, w)
 				continue
 			}
-			old, ok := s.ix.Get(c.ID)
-			if !ok {
+			if old == nil {
 				continue
 			}
 			if b := root.Bucket([]byte(old.Workspace)); b != nil {
@@ -122,7 +140,7 @@ func (s *Store) ApplyChanges(changes []Change) error {
 			if err := tx.Bucket(bucketFailures).DeleteBucket([]byte(c.ID)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 				return err
 			}
-			removed = append(removed, *old)
+			set(c.ID, nil)
 		}
 		last := changes[len(changes)-1].Revision
 		if last == 0 {
@@ -135,17 +153,58 @@ func (s *Store) ApplyChanges(changes []Change) error {
 	if err != nil {
 		return fmt.Errorf("registry: apply journal: %w", err)
 	}
-	for _, w := range added {
-		if s.ix.add(w) {
-			s.count.Add(1)
-		}
-	}
-	for i := range removed {
-		if s.ix.remove(&removed[i]) {
+	for _, id := range order {
+		if w := after[id]; w != nil {
+			if s.ix.put(w) {
+				s.count.Add(1)
+			}
+		} else if s.ix.remove(id) {
 			s.count.Add(-1)
 		}
 	}
 	return nil
+}
+
+// decodeChanges decodes the values of a run of journal entries; it leaves
+// nil for deletions and for values bbolt already holds byte for byte (the
+// echo of a change this Store applied itself, or a whole journal replayed
+// over an existing copy), which then need no unseal and decode. Decoding
+// happens before the write transaction so that it does not hold up other
+// writers.
+func (s *Store) decodeChanges(changes []Change) ([]*Webhook, error) {
+	puts := make([]*Webhook, len(changes))
+	var touched map[string]struct{} // ids an earlier entry of the run changes
+	err := s.db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketWebhooks)
+		for i, c := range changes {
+			if c.ID == "" {
+				continue
+			}
+			_, again := touched[c.ID]
+			if touched == nil {
+				touched = make(map[string]struct{}, len(changes))
+			}
+			touched[c.ID] = struct{}{}
+			if c.Value == nil {
+				continue
+			}
+			if old, ok := s.ix.Get(c.ID); ok && !again {
+				if b := root.Bucket([]byte(old.Workspace)); b != nil && bytes.Equal(b.Get([]byte(c.ID)), c.Value) {
+					continue
+				}
+			}
+			w, _, err := s.decode(c.Value)
+			if err != nil {
+				return fmt.Errorf("registry: journal entry %s: %w", c.ID, err)
+			}
+			if w.ID != c.ID {
+				return fmt.Errorf("registry: journal entry %s holds webhook %s", c.ID, w.ID)
+			}
+			puts[i] = w
+		}
+		return nil
+	})
+	return puts, err
 }
 
 // JournalRevision is the last journal revision ApplyChanges recorded; 0

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,7 +37,8 @@ type Config struct {
 	// MaxFailuresPerWebhook bounds the failed deliveries kept per webhook;
 	// the oldest go first. Zero means 100.
 	MaxFailuresPerWebhook int
-	// Registerer, when set, gets the gauge webhookd_registrations.
+	// Registerer, when set, gets the gauges webhookd_registrations and
+	// webhookd_webhooks_disabled.
 	Registerer prometheus.Registerer
 	// Sealer, when set, encrypts webhook secrets at rest; every secret not
 	// sealed with its first key is re-sealed at Open (migration and key
@@ -53,6 +55,12 @@ type Store struct {
 	maxFailures int
 	count       atomic.Int64
 	journal     Journal // nil: writes go straight to bbolt
+	// wmu orders the writes that replace or delete a stored webhook with
+	// their index updates, so that two changes of one webhook reach the
+	// index in the order they reached bbolt. Creations do not take it
+	// (nothing else can touch an id before it is created), which keeps
+	// their bbolt Batch free to share fsyncs.
+	wmu sync.Mutex
 }
 
 // Open opens (or creates) the registry and rebuilds the index.
@@ -84,11 +92,16 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if cfg.Registerer != nil {
-		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "webhookd", Name: "registrations",
-			Help: "Webhook subscriptions registered, all workspaces."}, func() float64 { return float64(s.Count()) })
-		if err := cfg.Registerer.Register(g); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("registry: register metrics: %w", err)
+		for _, g := range []prometheus.Collector{
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "webhookd", Name: "registrations",
+				Help: "Webhook subscriptions registered, all workspaces."}, func() float64 { return float64(s.Count()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "webhookd", Name: "webhooks_disabled",
+				Help: "Webhooks currently disabled, all workspaces."}, func() float64 { return float64(s.ix.disabledLen()) }),
+		} {
+			if err := cfg.Registerer.Register(g); err != nil {
+				db.Close()
+				return nil, fmt.Errorf("registry: register metrics: %w", err)
+			}
 		}
 	}
 	return s, nil
@@ -231,21 +244,16 @@ func (s *Store) Delete(ctx context.Context, workspace, id string) error {
 		}
 		return nil
 	}
-	var w Webhook
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketWebhooks).Bucket([]byte(workspace))
 		if b == nil {
 			return ErrNotFound
 		}
-		v := b.Get([]byte(id))
-		if v == nil {
+		if b.Get([]byte(id)) == nil {
 			return ErrNotFound
 		}
-		d, _, err := s.decode(v)
-		if err != nil {
-			return err
-		}
-		w = *d
 		if err := b.Delete([]byte(id)); err != nil {
 			return err
 		}
@@ -257,7 +265,7 @@ func (s *Store) Delete(ctx context.Context, workspace, id string) error {
 	if err != nil {
 		return fmt.Errorf("registry: delete %s: %w", id, err)
 	}
-	if s.ix.remove(&w) {
+	if s.ix.remove(id) {
 		s.count.Add(-1)
 	}
 	return nil

@@ -32,7 +32,28 @@ type Webhook struct {
 	WorkflowID string      `json:"workflowId"` // empty: every workflow
 	Secret     string      `json:"secret"`     // "whsec_" + base64 of 32 random bytes
 	CreatedAt  time.Time   `json:"createdAt"`
+	// Disabled webhooks stay registered (Get and List show them, so they
+	// can be inspected and re-enabled) but match no event: fan-out makes no
+	// new jobs for them. Records stored before this field decode as enabled.
+	Disabled bool `json:"disabled,omitempty"`
+	// DisabledReason says why (DisabledFailing, DisabledGone,
+	// DisabledManual); empty while enabled.
+	DisabledReason string `json:"disabledReason,omitempty"`
+	// DisabledAt is when it was disabled, to the millisecond; zero while
+	// enabled.
+	DisabledAt time.Time `json:"disabledAt,omitzero"`
 }
+
+// Reasons a webhook is disabled, as Disable records them.
+const (
+	// DisabledFailing: no delivery succeeded for the dispatcher's
+	// disable-after period.
+	DisabledFailing = "failing"
+	// DisabledGone: the receiver answered 410 Gone.
+	DisabledGone = "gone"
+	// DisabledManual: disabled on request, with no reason given.
+	DisabledManual = "manual"
+)
 
 // Input is what a caller asks to register.
 type Input struct {

@@ -21,9 +21,13 @@ type Config struct {
 	// fan-out ones divide it by their fan-out so every scenario delivers
 	// about the same number of webhooks.
 	Events int
-	// Rate (events/s) and Duration override steady's (and mixed's) pacing.
+	// Rate (events/s) and Duration override the paced scenarios' pacing.
 	Rate     float64
 	Duration time.Duration
+	// Revive is how many of a deadhosts run's hanging hosts come back;
+	// ReviveTimeout bounds the wait for them to catch up.
+	Revive        int
+	ReviveTimeout time.Duration
 	// Subs is the registry size of subs1m (1,000,000 when only that
 	// scenario is asked for by name; see defaultSubs).
 	Subs int
@@ -91,8 +95,10 @@ func parseConfig(args []string, stderr io.Writer) (Config, error) {
 	scen := fs.String("scenario", "", "comma-separated scenarios: "+strings.Join(presetNames(), ", ")+
 		" (default: "+strings.Join(standardScenarios, ",")+", subs1m scaled to 100k subscriptions)")
 	fs.IntVar(&c.Events, "events", 0, "events of the max-rate scenarios (single: 20000; fanoutN: 20000/N; subs1m: 10000)")
-	fs.Float64Var(&c.Rate, "rate", 0, "events/s of steady (1000) and mixed (100)")
-	fs.DurationVar(&c.Duration, "duration", 0, "length of steady (30s) and mixed (15s)")
+	fs.Float64Var(&c.Rate, "rate", 0, "events/s of steady (1000), mixed and allhealthy (100), deadhostsN and its controls (100)")
+	fs.DurationVar(&c.Duration, "duration", 0, "length of steady (30s), mixed and allhealthy (15s), deadhostsN and its controls (60s)")
+	fs.IntVar(&c.Revive, "revive", 0, "hanging hosts of deadhostsN that come back after publishing (0: the preset, all 50 of deadhosts50, 25 of deadhosts500)")
+	fs.DurationVar(&c.ReviveTimeout, "revive-timeout", defaultReviveTimeout, "stop waiting this long after the revival for the revived hosts to get every event")
 	fs.IntVar(&c.Subs, "subs", 0, "registered subscriptions in subs1m (1000000 when asked for by name, else 100000)")
 	fs.IntVar(&c.BodyBytes, "body-bytes", 512, "size every event body is padded to")
 	fs.IntVar(&c.Window, "window", 1024, "publishes awaiting their JetStream ack at most")
@@ -144,6 +150,8 @@ func (c Config) validate() error {
 	switch {
 	case c.Events < 0 || c.Rate < 0 || c.Duration < 0:
 		return bad("--events, --rate and --duration must not be negative")
+	case c.Revive < 0 || c.ReviveTimeout < 0:
+		return bad("--revive and --revive-timeout must not be negative")
 	case c.Subs < 3:
 		return bad("--subs must be at least 3 (the subscriptions each event matches)")
 	case c.BodyBytes < 0 || c.BodyBytes > 200<<10:

@@ -51,6 +51,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "bin and api", args: []string{"--api", "http://x", "--nats-url", "n", "--api-key", "k", "--webhookd-bin", "b"}, bad: "exclude"},
 		{name: "zero window", args: []string{"--window", "0"}, bad: "--window"},
 		{name: "negative rate", args: []string{"--rate", "-1"}, bad: "negative"},
+		{name: "negative revive", args: []string{"--revive", "-1"}, bad: "--revive"},
+		{name: "revive flags", args: []string{"--scenario", "deadhosts500", "--revive", "3", "--revive-timeout", "90s"},
+			check: func(t *testing.T, c Config) {
+				if c.Revive != 3 || c.ReviveTimeout != 90*time.Second || !slices.Equal(c.Scenarios, []string{"deadhosts500"}) {
+					t.Errorf("%+v", c)
+				}
+			}},
 		{name: "tiny registry", args: []string{"--subs", "2"}, bad: "--subs"},
 		{name: "bad workspace", args: []string{"--workspace", "a.b"}, bad: "--workspace"},
 		{name: "stray argument", args: []string{"single"}, bad: "unexpected argument"},

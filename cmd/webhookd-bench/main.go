@@ -53,7 +53,7 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	began := time.Now()
-	b := &bench{cfg: cfg}
+	b := &bench{cfg: cfg, log: stderr}
 	switch {
 	case cfg.External():
 		b.external = &target{api: strings.TrimRight(cfg.API, "/"), natsURL: cfg.NATSURL, apiKey: cfg.APIKey,
@@ -87,7 +87,7 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var results []Result
 	failed := false
 	for _, s := range plan(cfg) {
-		fmt.Fprintf(stderr, "%s: %s ...\n", s.Name, presets[s.Name].about)
+		fmt.Fprintf(stderr, "%s: %s ...\n", s.Name, s.About)
 		res, err := b.run(ctx, s)
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "webhookd-bench: interrupted")

@@ -78,15 +78,29 @@ func newReceiver(mode behaviour, b *book) (*receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("receiver: listen: %w", err)
 	}
+	return serveReceiver(ln, mode, b, nil), nil
+}
+
+// serveReceiver serves on ln, which the receiver owns from now on. after,
+// when set, runs once each request was answered: a dead host that came
+// back uses it to time its deliveries.
+func serveReceiver(ln net.Listener, mode behaviour, b *book, after func()) *receiver {
 	r := &receiver{mode: mode, book: b, url: "http://" + ln.Addr().String(),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	var h http.Handler = r
+	if after != nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			r.ServeHTTP(w, req)
+			after()
+		})
+	}
+	r.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ConnState: r.connState}
 	go func() {
 		defer close(r.done)
 		_ = r.srv.Serve(ln) // ErrServerClosed after close
 	}()
-	return r, nil
+	return r
 }
 
 func (r *receiver) connState(_ net.Conn, s http.ConnState) {

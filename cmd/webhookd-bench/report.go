@@ -28,6 +28,9 @@ type Result struct {
 	CPUSeconds       *float64 `json:"cpuSeconds"`
 	CPUMicrosPerDeli *float64 `json:"cpuMicrosPerDelivery"`
 	PeakRSSMiB       *float64 `json:"peakRssMiB"`
+	// CPUPublishSeconds is the part of CPUSeconds spent while publishing
+	// (dead-hosts runs and their controls only).
+	CPUPublishSeconds *float64 `json:"cpuPublishingSeconds,omitempty"`
 	// ShutdownSeconds is SIGTERM to exit of the daemon after the run.
 	ShutdownSeconds float64 `json:"shutdownSeconds,omitempty"`
 
@@ -38,6 +41,12 @@ type Result struct {
 	Restart      *restartResult      `json:"restart,omitempty"`
 	Unhealthy    []endpointStats     `json:"unhealthy,omitempty"`
 	Profile      string              `json:"profile,omitempty"`
+
+	// Family and Role tie a dead-hosts run to its controls.
+	Family       string           `json:"family,omitempty"`
+	Role         string           `json:"role,omitempty"`
+	DeadHosts    *deadHostsResult `json:"deadHosts,omitempty"`
+	LossExpected bool             `json:"lossExpected,omitempty"`
 
 	Void        bool     `json:"void"`
 	VoidReasons []string `json:"voidReasons,omitempty"`
@@ -68,7 +77,8 @@ type endpointStats struct {
 
 func newResult(s Scenario) Result {
 	return Result{Scenario: s.Name, Events: s.Events, Rate: s.Rate, Fanout: s.Fanout(),
-		HealthyFanout: s.HealthyFanout(), Subs: max(s.Subs, s.Fanout()), Notes: append([]string(nil), s.Notes...)}
+		HealthyFanout: s.HealthyFanout(), Subs: max(s.Subs, s.Fanout()), Notes: append([]string(nil), s.Notes...),
+		Family: s.Family, Role: s.Role, LossExpected: s.LossExpected}
 }
 
 // finish derives the per-delivery figures and the verdict.
@@ -83,11 +93,12 @@ func (r *Result) finish() {
 
 // report is the whole output.
 type report struct {
-	Scenarios []Result   `json:"scenarios"`
-	Headline  *headline  `json:"headline,omitempty"`
-	Isolation *isolation `json:"isolation,omitempty"`
-	Void      bool       `json:"void"`
-	Lost      bool       `json:"lost"`
+	Scenarios []Result         `json:"scenarios"`
+	Headline  *headline        `json:"headline,omitempty"`
+	Isolation *isolation       `json:"isolation,omitempty"`
+	DeadHosts []deadComparison `json:"deadHosts,omitempty"`
+	Void      bool             `json:"void"`
+	Lost      bool             `json:"lost"`
 }
 
 // isolation compares the healthy endpoints' p99 in mixed (10% of the
@@ -115,7 +126,7 @@ func newReport(rs []Result) report {
 	for i := range rs {
 		r := &rs[i]
 		rep.Void = rep.Void || r.Void
-		rep.Lost = rep.Lost || r.Tally.Lost > 0
+		rep.Lost = rep.Lost || (r.Tally.Lost > 0 && !r.LossExpected) || r.DeadHosts.missing() > 0
 		if r.Ratio != nil && (pick == nil || (r.Scenario == "single" && pick.Scenario != "single")) {
 			pick = r
 		}
@@ -123,6 +134,7 @@ func newReport(rs []Result) report {
 	if m, h := byScenario(rs, "mixed"), byScenario(rs, "allhealthy"); m != nil && h != nil && h.Latency.P99 > 0 {
 		rep.Isolation = &isolation{MixedP99: m.Latency.P99, HealthyP99: h.Latency.P99, Factor: m.Latency.P99 / h.Latency.P99}
 	}
+	rep.DeadHosts = deadComparisons(rs)
 	if pick != nil {
 		rep.Headline = &headline{Scenario: pick.Scenario, PerSecond: pick.PerSecond, RawPerSec: pick.Baseline.PerSecond,
 			Conns: pick.Baseline.Conns, Ratio: *pick.Ratio}
@@ -154,8 +166,12 @@ func opt(v *float64, format string) string {
 
 func (rep report) writeTable(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-10s %7s %6s %6s %8s %6s %5s %8s %8s %6s %8s %8s %8s %8s %8s %7s %7s %7s\n",
-		"scenario", "events", "rate", "fanout", "received", "lost", "dups", "deliv/s", "raw/s", "ratio",
+	nw := 10 // the name column widens for the dead-hosts controls
+	for _, r := range rep.Scenarios {
+		nw = max(nw, len(r.Scenario))
+	}
+	fmt.Fprintf(&b, "%-*s %7s %6s %6s %8s %6s %5s %8s %8s %6s %8s %8s %8s %8s %8s %7s %7s %7s\n",
+		nw, "scenario", "events", "rate", "fanout", "received", "lost", "dups", "deliv/s", "raw/s", "ratio",
 		"p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu s", "cpu µs", "RSS MiB")
 	for _, r := range rep.Scenarios {
 		rate, raw, ratio := "max", "-", "-"
@@ -170,8 +186,8 @@ func (rep report) writeTable(w io.Writer) error {
 			fanout = fmt.Sprintf("%d/%d", r.HealthyFanout, r.Fanout)
 		}
 		l := r.Latency
-		fmt.Fprintf(&b, "%-10s %7d %6s %6s %8d %6d %5d %8.0f %8s %6s %8.1f %8.1f %8.1f %8.1f %8.1f %7s %7s %7s\n",
-			r.Scenario, r.Events, rate, fanout, r.Tally.Unique, r.Tally.Lost, r.Tally.Duplicates, r.PerSecond, raw, ratio,
+		fmt.Fprintf(&b, "%-*s %7d %6s %6s %8d %6d %5d %8.0f %8s %6s %8.1f %8.1f %8.1f %8.1f %8.1f %7s %7s %7s\n",
+			nw, r.Scenario, r.Events, rate, fanout, r.Tally.Unique, r.Tally.Lost, r.Tally.Duplicates, r.PerSecond, raw, ratio,
 			l.P50, l.P90, l.P99, l.P999, l.Max, opt(r.CPUSeconds, "%.2f"), opt(r.CPUMicrosPerDeli, "%.0f"), opt(r.PeakRSSMiB, "%.0f"))
 	}
 	b.WriteString("\nlatency: publish (the scheduled send time when paced) to receipt at a healthy endpoint; " +
@@ -189,6 +205,10 @@ func (rep report) writeTable(w io.Writer) error {
 		fmt.Fprintf(&b, "ISOLATION: healthy endpoints' p99 %.1f ms with 10%% of endpoints hanging or failing vs %.1f ms with all healthy (%.2f ×)\n",
 			i.MixedP99, i.HealthyP99, i.Factor)
 	}
+	if len(rep.DeadHosts) > 0 {
+		b.WriteString("\n")
+		writeDead(&b, rep.DeadHosts)
+	}
 	if rep.Void {
 		b.WriteString("\nVOID: at least one run's ledger does not balance or carries bad deliveries; its figures are not to be trusted\n")
 	}
@@ -203,6 +223,9 @@ func (r Result) notes() []string {
 	if g := r.Registration; g != nil {
 		out = append(out, fmt.Sprintf("registered %d subscriptions in %.1f s through the API (%.0f/s, %d keep-alive workers); 1,000,000 would take ~%.0f s",
 			g.Subs, g.Seconds, g.PerSecond, g.Workers, g.Projected1MSeconds))
+	}
+	if r.DeadHosts != nil {
+		out = append(out, r.DeadHosts.lines()...)
 	}
 	if s := r.Restart; s != nil {
 		out = append(out, fmt.Sprintf("restart with %d subscriptions: SIGTERM, start, /readyz 200 after %.2f s; RSS %.0f MiB at ready (peak %.0f MiB before)",
@@ -230,6 +253,9 @@ func (r Result) notes() []string {
 	}
 	if r.Tally.Lost > 0 {
 		out = append(out, fmt.Sprintf("LOST %d of %d deliveries (not received before the drain ended)", r.Tally.Lost, r.Tally.Expected))
+	}
+	if n := r.DeadHosts.missing(); n > 0 {
+		out = append(out, fmt.Sprintf("LOST %d deliveries to the revived hosts (not received before the recovery wait ended)", n))
 	}
 	for _, v := range r.VoidReasons {
 		out = append(out, "VOID: "+v)

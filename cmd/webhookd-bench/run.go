@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"time"
 
@@ -18,6 +19,7 @@ type bench struct {
 	cfg      Config
 	bin      string
 	external *target
+	log      io.Writer // progress of long waits (nil: none)
 }
 
 // scenarioRun is one scenario's live parts.
@@ -29,6 +31,7 @@ type scenarioRun struct {
 	book  *book
 	recvs []*receiver // one per hot subscription, same index
 	trap  *receiver   // cold subscriptions' endpoint (nil without any)
+	dead  *deadSet    // subscriptions len(recvs).. (nil without any)
 	api   *apiClient
 	ids   []string // registered subscriptions, for cleanup of an external daemon
 }
@@ -49,6 +52,9 @@ func (b *bench) run(ctx context.Context, s Scenario) (res Result, err error) {
 	}
 	if err := r.measure(ctx, b.cfg, &res); err != nil {
 		return res, err
+	}
+	if r.dead != nil {
+		r.awaitRevived(ctx, b.log, &res)
 	}
 	if t.proc != nil {
 		// The daemon has to be quiet while the baseline runs on the same cores.
@@ -102,7 +108,7 @@ func (r *scenarioRun) setUp(ctx context.Context, cfg Config, res *Result) error 
 	for range s.Failing {
 		modes = append(modes, failing)
 	}
-	counted := make([]bool, len(modes))
+	counted := make([]bool, len(modes)+s.Dead) // dead hosts: never counted
 	for i, m := range modes {
 		counted[i] = m == healthy
 	}
@@ -115,9 +121,15 @@ func (r *scenarioRun) setUp(ctx context.Context, cfg Config, res *Result) error 
 		}
 		r.recvs = append(r.recvs, rc)
 	}
-	hot := make([]string, len(modes))
-	err := parallel(ctx, len(modes), cfg.RegisterWorkers, func(ctx context.Context, i int) error {
-		reg, err := r.api.register(ctx, r.recvs[i].url+subPath(i), events.WorkflowRunCompleted, r.shape.WorkflowID)
+	if s.Dead > 0 {
+		var err error
+		if r.dead, err = newDeadSet(s.Dead, len(modes), r.book); err != nil {
+			return err
+		}
+	}
+	hot := make([]string, len(counted))
+	err := parallel(ctx, len(counted), cfg.RegisterWorkers, func(ctx context.Context, i int) error {
+		reg, err := r.api.register(ctx, r.url(i)+subPath(i), events.WorkflowRunCompleted, r.shape.WorkflowID)
 		if err != nil {
 			return err
 		}
@@ -145,6 +157,14 @@ func (r *scenarioRun) setUp(ctx context.Context, cfg Config, res *Result) error 
 			PeakRSSBeforeMiB: oldPeak, RSSAtReadyMiB: float64(rss) / 1024}
 	}
 	return nil
+}
+
+// url is hot subscription i's endpoint.
+func (r *scenarioRun) url(i int) string {
+	if i < len(r.recvs) {
+		return r.recvs[i].url
+	}
+	return r.dead.url(i - len(r.recvs))
 }
 
 // registerCold registers the subscriptions no event matches, all pointing
@@ -201,6 +221,9 @@ func (r *scenarioRun) measure(ctx context.Context, cfg Config, res *Result) erro
 	}
 
 	start := time.Now()
+	if r.dead != nil {
+		r.dead.startSampling(start)
+	}
 	pr, pubErr := pub.run(ctx, s.Events, pacer{start: start, rate: s.Rate})
 	res.PublishRetries, res.PublishLagMs = pr.Retried, float64(pr.Lag)/float64(time.Millisecond)
 	if pubErr != nil && ctx.Err() != nil {
@@ -208,6 +231,20 @@ func (r *scenarioRun) measure(ctx context.Context, cfg Config, res *Result) erro
 	}
 	if pubErr != nil {
 		res.Notes = append(res.Notes, "publishing stopped: "+pubErr.Error())
+	}
+	if s.Family != "" && r.t.proc != nil {
+		// The whole run's CPU depends on how long the drain takes; this
+		// part covers the same span in a dead-hosts run and its controls.
+		cpu, err := r.t.proc.cpuSeconds()
+		if err != nil {
+			return err
+		}
+		cpu -= cpu0
+		res.CPUPublishSeconds = &cpu
+	}
+	if r.dead != nil {
+		r.dead.endPublishing()
+		r.dead.revive(s.Revive, int64(pr.Acked))
 	}
 	want := int64(pr.Acked) * int64(s.Healthy)
 	drainWait(ctx, r.led, want, cfg.DrainIdle, cfg.DrainTimeout)
@@ -308,6 +345,9 @@ func (r *scenarioRun) close(b *bench, res *Result) error {
 	}
 	for _, rc := range r.recvs {
 		rc.close()
+	}
+	if r.dead != nil {
+		r.dead.close()
 	}
 	if r.trap != nil {
 		r.trap.close()

@@ -29,10 +29,26 @@ type Scenario struct {
 	Baseline bool
 	// Notes are printed under the table.
 	Notes []string
+
+	// Dead destinations accept connections and never answer (deadHost),
+	// each on its own port with one subscription, after the receivers.
+	Dead int
+	// Revive of them come back at the end of publishing; the run then
+	// waits up to ReviveTimeout for each to get every event it missed.
+	Revive        int
+	ReviveTimeout time.Duration
+	// Family groups a dead-hosts run with its controls; Role tells them
+	// apart (roleDead, roleAllHealthy, roleAlone).
+	Family, Role string
+	// LossExpected marks a control that is known to ask for more than the
+	// machine delivers: its losses are reported but fail no exit status.
+	LossExpected bool
+	// About is the line printed when the run starts.
+	About string
 }
 
 // Fanout is the number of subscriptions each event matches.
-func (s Scenario) Fanout() int { return s.Healthy + s.Hanging + s.Failing }
+func (s Scenario) Fanout() int { return s.Healthy + s.Hanging + s.Failing + s.Dead }
 
 // HealthyFanout is how many of them can succeed, i.e. enter the ledger.
 func (s Scenario) HealthyFanout() int { return s.Healthy }
@@ -41,6 +57,9 @@ func (s Scenario) HealthyFanout() int { return s.Healthy }
 type preset struct {
 	about string
 	build func(c Config) Scenario
+	// controls, when set, are runs that follow build's, each on a fresh
+	// daemon, to compare it with.
+	controls func(c Config) []Scenario
 }
 
 // baseEvents is single's default event count; max-rate scenarios with a
@@ -70,32 +89,32 @@ func paced(name string, c Config, rate float64, d time.Duration) Scenario {
 }
 
 var presets = map[string]preset{
-	"single": {"1 endpoint, max rate", func(c Config) Scenario {
+	"single": {about: "1 endpoint, max rate", build: func(c Config) Scenario {
 		return maxRate("single", c, 1)
 	}},
-	"fanout10": {"10 endpoints, each event to all, max rate", func(c Config) Scenario {
+	"fanout10": {about: "10 endpoints, each event to all, max rate", build: func(c Config) Scenario {
 		return maxRate("fanout10", c, 10)
 	}},
-	"fanout100": {"100 endpoints, each event to all, max rate", func(c Config) Scenario {
+	"fanout100": {about: "100 endpoints, each event to all, max rate", build: func(c Config) Scenario {
 		return maxRate("fanout100", c, 100)
 	}},
-	"steady": {"1 endpoint, 1000 events/s for 30 s (--rate, --duration)", func(c Config) Scenario {
+	"steady": {about: "1 endpoint, 1000 events/s for 30 s (--rate, --duration)", build: func(c Config) Scenario {
 		s := paced("steady", c, 1000, 30*time.Second)
 		s.Healthy, s.Subs = 1, 1
 		return s
 	}},
-	"mixed": {"20 endpoints, 1 hangs and 1 answers 500 (10% unhealthy), 100 events/s for 15 s", func(c Config) Scenario {
+	"mixed": {about: "20 endpoints, 1 hangs and 1 answers 500 (10% unhealthy), 100 events/s for 15 s", build: func(c Config) Scenario {
 		s := paced("mixed", c, 100, 15*time.Second)
 		s.Healthy, s.Hanging, s.Failing, s.Subs = 18, 1, 1, 20
 		s.Notes = append(s.Notes, "latency and ledger cover the 18 healthy endpoints; the unhealthy ones are reported apart")
 		return s
 	}},
-	"allhealthy": {"mixed's control: the same 20 endpoints, all healthy, 100 events/s for 15 s", func(c Config) Scenario {
+	"allhealthy": {about: "mixed's control: the same 20 endpoints, all healthy, 100 events/s for 15 s", build: func(c Config) Scenario {
 		s := paced("allhealthy", c, 100, 15*time.Second)
 		s.Healthy, s.Subs = 20, 20
 		return s
 	}},
-	"subs1m": {"registry of --subs subscriptions, each event matches 3; restart time with it loaded", func(c Config) Scenario {
+	"subs1m": {about: "registry of --subs subscriptions, each event matches 3; restart time with it loaded", build: func(c Config) Scenario {
 		n := baseEvents / 2
 		if c.Events > 0 {
 			n = max(c.Events/3, 1)
@@ -108,6 +127,8 @@ var presets = map[string]preset{
 		}
 		return s
 	}},
+	"deadhosts50":  deadPreset(50, 50),
+	"deadhosts500": deadPreset(500, 25),
 }
 
 func presetNames() []string {
@@ -123,15 +144,24 @@ func presetNames() []string {
 func plan(c Config) []Scenario {
 	out := make([]Scenario, 0, len(c.Scenarios))
 	for _, n := range c.Scenarios {
-		s := presets[n].build(c)
-		if c.NoBaseline {
-			s.Baseline = false
+		p := presets[n]
+		runs := []Scenario{p.build(c)}
+		if runs[0].About == "" {
+			runs[0].About = p.about
 		}
-		if c.External() && s.Restart {
-			s.Restart = false
-			s.Notes = append(s.Notes, "restart not measured: the daemon is not the bench's to restart")
+		if p.controls != nil {
+			runs = append(runs, p.controls(c)...)
 		}
-		out = append(out, s)
+		for _, s := range runs {
+			if c.NoBaseline {
+				s.Baseline = false
+			}
+			if c.External() && s.Restart {
+				s.Restart = false
+				s.Notes = append(s.Notes, "restart not measured: the daemon is not the bench's to restart")
+			}
+			out = append(out, s)
+		}
 	}
 	return out
 }

@@ -44,6 +44,13 @@ type options struct {
 	pprofAddr      string
 	adminAddr      string
 	encryptionKey  string
+	healthBucket   string
+	disableAfter   time.Duration
+	disableOnGone  bool
+	cbFailures     int
+	cbTimeouts     int
+	cbCooldown     time.Duration
+	cbMaxCooldown  time.Duration
 
 	natsName     string
 	natsCreds    string
@@ -91,6 +98,13 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.delivStream, "deliveries-stream", "WEBHOOKD_DELIVERIES", "JetStream stream holding delivery jobs and scheduled retries")
 	fs.StringVar(&o.delivSubject, "deliveries-subject", "webhookd.deliveries", "subject root of the deliveries stream (must not overlap the event subjects)")
 	fs.StringVar(&o.registryBucket, "registry-bucket", "WEBHOOKD_REGISTRY", "JetStream key-value bucket through which all instances share the subscriptions (empty: keep them local to this instance)")
+	fs.StringVar(&o.healthBucket, "health-bucket", "WEBHOOKD_HEALTH", "JetStream key-value bucket through which all instances share endpoint health and open circuits (empty: keep them local to this instance)")
+	fs.DurationVar(&o.disableAfter, "disable-after", 5*24*time.Hour, "disable a webhook whose deliveries have failed without a single success for this long (0: never)")
+	fs.BoolVar(&o.disableOnGone, "disable-on-gone", true, "disable a webhook whose receiver answers 410 Gone")
+	fs.IntVar(&o.cbFailures, "circuit-failures", 5, "consecutive failed attempts that open a webhook's circuit")
+	fs.IntVar(&o.cbTimeouts, "circuit-timeouts", 2, "consecutive timed-out attempts that open a webhook's circuit")
+	fs.DurationVar(&o.cbCooldown, "circuit-cooldown", 5*time.Second, "how long a circuit first stays open before a probe")
+	fs.DurationVar(&o.cbMaxCooldown, "circuit-max-cooldown", 5*time.Minute, "longest cool-down, reached by doubling on every failed probe")
 	fs.StringVar(&o.fanoutCons, "fanout-consumer", "webhookd-fanout", "durable consumer name of the fan-out stage (shared by all instances)")
 	fs.StringVar(&o.deliverCons, "delivery-consumer", "webhookd-deliver", "durable consumer name of the delivery stage (shared by all instances)")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded NATS: fsync every write (survives power loss, slower)")

@@ -21,12 +21,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/webhookd/webhookd/dispatcher"
+	"github.com/webhookd/webhookd/dispatcher/breaker"
 	"github.com/webhookd/webhookd/dispatcher/retry"
 	"github.com/webhookd/webhookd/dispatcher/transport"
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/events/natsconn"
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/api"
+	"github.com/webhookd/webhookd/registry/health"
 	"github.com/webhookd/webhookd/registry/replica"
 	"github.com/webhookd/webhookd/registry/ssrf"
 )
@@ -147,7 +149,23 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	disp, err := dispatcher.New(dispatcher.Config{
+	// Endpoint health, shared like the registry. The watch reports every
+	// record to the dispatcher, which is built just below and before the
+	// watch starts.
+	var disp *dispatcher.Dispatcher
+	var hs *health.Store
+	if o.healthBucket != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		hs, err = health.New(health.Config{JetStream: js, Bucket: o.healthBucket, Replicas: o.replicas, Logger: log,
+			OnChange: func(r health.Record) { disp.ObserveHealth(r) }})
+		if err != nil {
+			return err
+		}
+	}
+	disp, err = dispatcher.New(dispatcher.Config{
 		Conn: nc, Subscriptions: store.Index(), Lookup: lookupOf(rep), Failures: store, Client: client,
 		EventStream: events.StreamConfig{
 			Name: o.eventsStream, Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
@@ -163,6 +181,13 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		},
 		DeliveryTimeout: o.deliveryTO,
 		MaxConnsPerHost: o.maxConnsHost,
+		Breaker: breaker.Config{
+			FailureThreshold: o.cbFailures, TimeoutThreshold: o.cbTimeouts, Cooldown: o.cbCooldown, MaxCooldown: o.cbMaxCooldown,
+		},
+		Health:          healthOf(hs),
+		Disabler:        store,
+		DisableAfter:    o.disableAfter,
+		DisableOnGone:   o.disableOnGone,
 		UserAgent:       "webhookd/" + buildVersion(),
 		BeforeAck:       faultExitBeforeAck(log),
 		Logger:          log,
@@ -175,7 +200,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	// 5. HTTP API.
 	srv, err := api.New(api.Config{
 		Store: store, Keys: keys, Validator: registry.Validator{Guard: guard},
-		Logger: log, Gatherer: reg, Registerer: reg, Redeliver: disp,
+		Logger: log, Gatherer: reg, Registerer: reg, Redeliver: disp, Health: disp,
 		Ready: func() error {
 			if !nc.IsConnected() {
 				return errors.New("NATS is not connected")
@@ -202,6 +227,9 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	var wg sync.WaitGroup
 	var dispErr, repErr, apiErr error
 	wg.Go(func() { dispErr = disp.Run(dispCtx) })
+	if hs != nil {
+		wg.Go(func() { _ = hs.Run(dispCtx) })
+	}
 	if rep != nil {
 		wg.Go(func() { repErr = rep.Run(dispCtx) })
 	}
@@ -228,6 +256,14 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	stopDisp()
 	wg.Wait()
 	return errors.Join(apiErr, dispErr, repErr)
+}
+
+// healthOf keeps a nil *health.Store from becoming a non-nil interface.
+func healthOf(hs *health.Store) dispatcher.HealthStore {
+	if hs == nil {
+		return nil
+	}
+	return hs
 }
 
 // lookupOf keeps a nil *Replica from becoming a non-nil interface.

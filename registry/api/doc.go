@@ -9,6 +9,7 @@
 //	GET    /api/webhook?limit=&cursor=                        list the caller's workspace
 //	GET    /api/webhook/{id}                                  read one
 //	DELETE /api/webhook/{id}                                  delete one (and its recorded failures)
+//	POST   /api/webhook/{id}/enable                           re-enable a disabled one (idempotent), reset its health
 //	GET    /api/webhook/{id}/failures?limit=                  failed deliveries, newest first
 //	POST   /api/webhook/{id}/failures/{failureId}/retry       redeliver one failure now
 //	GET    /healthz  /readyz  /metrics                        no auth
@@ -28,6 +29,18 @@
 // list: copy.ai-style clients look it up again to verify signatures, and the
 // key that can read it can equally delete and re-create the subscription, so
 // hiding it would protect nothing. Responses carry Cache-Control: no-store.
+//
+// # Webhook view
+//
+// A webhook on the wire is {id, url, eventType, workflowId, secret,
+// createdAt, enabled, disabledReason?, disabledAt?, health}. disabledReason
+// ("failing", "gone", "manual") and disabledAt appear only while enabled is
+// false. health is {"state":"healthy"|"failing"|"circuit_open",
+// "consecutiveFailures", "lastSuccessAt", "lastFailureAt",
+// "lastErrorClass", "lastStatus", "circuitOpenUntil"}, each field but
+// state omitted while zero (circuitOpenUntil also unless the circuit is
+// open); times are RFC 3339 UTC with milliseconds. The create response
+// always shows a healthy webhook.
 //
 // # Error codes
 //

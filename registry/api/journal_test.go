@@ -15,6 +15,9 @@ type downJournal struct{}
 func (downJournal) Put(context.Context, string, []byte) error {
 	return fmt.Errorf("%w: nats: no servers available", registry.ErrUnavailable)
 }
+func (downJournal) Update(context.Context, string, func([]byte) ([]byte, error)) error {
+	return fmt.Errorf("%w: nats: no servers available", registry.ErrUnavailable)
+}
 func (downJournal) Delete(context.Context, string) error {
 	return fmt.Errorf("%w: nats: no servers available", registry.ErrUnavailable)
 }
@@ -27,6 +30,7 @@ func TestSharedRegistryUnavailable(t *testing.T) {
 	for _, r := range []response{
 		e.create(keyAcme, `{"url":"https://example.com/h2","eventType":"workflowRun.failed"}`),
 		e.do(http.MethodDelete, "/api/webhook/"+id, keyAcme, "", nil),
+		e.do(http.MethodPost, "/api/webhook/"+id+"/enable", keyAcme, "", nil),
 	} {
 		if r.status != http.StatusServiceUnavailable || r.body["errorCode"] != codeRegistryUnavailable {
 			t.Fatalf("status %d body %s, want 503 %s", r.status, r.raw, codeRegistryUnavailable)

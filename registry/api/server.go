@@ -44,6 +44,10 @@ type Config struct {
 	// Redeliver performs manual retries of recorded failures; nil makes the
 	// retry route answer 501 REDELIVERY_UNAVAILABLE.
 	Redeliver Redeliverer
+	// Health supplies each webhook's delivery health for the webhook views
+	// and is reset when a webhook is enabled. Nil shows every webhook as
+	// {"state":"healthy"} and resets nothing.
+	Health HealthSource
 	// MaxBodyBytes caps request bodies; 0 means 1 MiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds Run's graceful shutdown; 0 means 10s.
@@ -65,6 +69,7 @@ type Server struct {
 	log             *slog.Logger
 	ready           func() error
 	redeliver       Redeliverer
+	health          HealthSource
 	maxBodyBytes    int64
 	shutdownTimeout time.Duration
 
@@ -94,6 +99,7 @@ func New(cfg Config) (*Server, error) {
 		log:             cfg.Logger,
 		ready:           cfg.Ready,
 		redeliver:       cfg.Redeliver,
+		health:          cfg.Health,
 		maxBodyBytes:    cfg.MaxBodyBytes,
 		shutdownTimeout: cfg.ShutdownTimeout,
 		limiter:         newFailureLimiter(authFailBurst, authFailRefill, authFailMaxClients),
@@ -126,6 +132,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /api/webhook", s.adapt(s.authed(s.listWebhooks)))
 	mux.Handle("GET /api/webhook/{id}", s.adapt(s.authed(s.getWebhook)))
 	mux.Handle("DELETE /api/webhook/{id}", s.adapt(s.authed(s.deleteWebhook)))
+	mux.Handle("POST /api/webhook/{id}/enable", s.adapt(s.authed(s.enableWebhook)))
 	mux.Handle("GET /api/webhook/{id}/failures", s.adapt(s.authed(s.listFailures)))
 	mux.Handle("POST /api/webhook/{id}/failures/{failureId}/retry", s.adapt(s.authed(s.retryFailure)))
 	mux.Handle("GET /healthz", s.adapt(s.healthz))

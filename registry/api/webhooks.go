@@ -7,28 +7,41 @@ import (
 	"time"
 
 	"github.com/webhookd/webhookd/registry"
+	"github.com/webhookd/webhookd/registry/health"
 )
 
-// webhookView is a subscription on the wire. workflowId is always present,
-// "" meaning every workflow.
+// webhookView is a subscription on the wire. workflowId and enabled are
+// always present (workflowId "" meaning every workflow); disabledReason and
+// disabledAt only while it is disabled.
 type webhookView struct {
-	ID         string `json:"id"`
-	URL        string `json:"url"`
-	EventType  string `json:"eventType"`
-	WorkflowID string `json:"workflowId"`
-	Secret     string `json:"secret"`
-	CreatedAt  string `json:"createdAt"`
+	ID             string     `json:"id"`
+	URL            string     `json:"url"`
+	EventType      string     `json:"eventType"`
+	WorkflowID     string     `json:"workflowId"`
+	Secret         string     `json:"secret"`
+	CreatedAt      string     `json:"createdAt"`
+	Enabled        bool       `json:"enabled"`
+	DisabledReason string     `json:"disabledReason,omitempty"`
+	DisabledAt     string     `json:"disabledAt,omitempty"`
+	Health         healthView `json:"health"`
 }
 
-func viewOf(w registry.Webhook) webhookView {
-	return webhookView{
+func viewOf(w registry.Webhook, h health.Record) webhookView {
+	v := webhookView{
 		ID:         w.ID,
 		URL:        w.URL,
 		EventType:  string(w.EventType),
 		WorkflowID: w.WorkflowID,
 		Secret:     w.Secret,
 		CreatedAt:  w.CreatedAt.UTC().Format(time.RFC3339),
+		Enabled:    !w.Disabled,
+		Health:     healthViewOf(h),
 	}
+	if w.Disabled {
+		v.DisabledReason = w.DisabledReason
+		v.DisabledAt = formatHealthTime(w.DisabledAt)
+	}
+	return v
 }
 
 func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
@@ -59,7 +72,8 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.InfoContext(r.Context(), "webhook created",
 		"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", hook.ID, "event_type", string(hook.EventType))
-	writeSuccess(w, viewOf(hook), "")
+	// A new webhook has no delivery history: healthy by definition.
+	writeSuccess(w, viewOf(hook, health.Record{}), "")
 	return nil
 }
 
@@ -93,7 +107,7 @@ func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request) error {
 	}
 	views := make([]webhookView, len(hooks)) // never null on the wire
 	for i, h := range hooks {
-		views[i] = viewOf(h)
+		views[i] = viewOf(h, s.healthOf(h.ID))
 	}
 	writeSuccess(w, views, next)
 	return nil
@@ -105,7 +119,32 @@ func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("get webhook %s: %w", id, err)
 	}
-	writeSuccess(w, viewOf(hook), "")
+	writeSuccess(w, viewOf(hook, s.healthOf(id)), "")
+	return nil
+}
+
+// enableWebhook turns a disabled webhook back on (enabling an enabled one
+// is a no-op) and resets its health, so that an auto-disabled webhook
+// starts a fresh run instead of being disabled again at once for its old
+// failures. The route takes no body.
+func (s *Server) enableWebhook(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	ws := workspaceFrom(r.Context())
+	hook, err := s.store.Enable(r.Context(), ws, id)
+	if err != nil {
+		return fmt.Errorf("enable webhook %s: %w", id, err)
+	}
+	if s.health != nil {
+		if err := s.health.Reset(r.Context(), id); err != nil {
+			// The webhook is enabled, which is what was asked; a stale
+			// health record costs at worst one more disable.
+			s.log.WarnContext(r.Context(), "webhook enabled but its health could not be reset",
+				"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id, "err", err)
+		}
+	}
+	s.log.InfoContext(r.Context(), "webhook enabled",
+		"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id)
+	writeSuccess(w, viewOf(hook, s.healthOf(id)), "")
 	return nil
 }
 

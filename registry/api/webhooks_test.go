@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestCreateGetListDeleteRoundTrip(t *testing.T) {
 		t.Fatalf("create envelope = %s", created.raw)
 	}
 	hook := dataObject(t, created)
-	if !sameKeys(hook, "id", "url", "eventType", "workflowId", "secret", "createdAt") {
+	if !sameKeys(hook, "id", "url", "eventType", "workflowId", "secret", "createdAt", "enabled", "health") {
 		t.Fatalf("create data keys = %v", keysOf(hook))
 	}
 	id, _ := hook["id"].(string)
@@ -48,7 +49,7 @@ func TestCreateGetListDeleteRoundTrip(t *testing.T) {
 		t.Fatalf("get: %d %s", got.status, got.raw)
 	}
 	for k, v := range hook {
-		if dataObject(t, got)[k] != v {
+		if !reflect.DeepEqual(dataObject(t, got)[k], v) {
 			t.Fatalf("get %s = %v, create said %v", k, dataObject(t, got)[k], v)
 		}
 	}

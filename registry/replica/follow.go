@@ -37,6 +37,14 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 			"applied_revision", rev, "bucket_revision", bs.StreamInfo().State.LastSeq)
 		rev = 0
 	}
+	r.applyMu.Lock()
+	r.watched.Store(rev)
+	for id, ahead := range r.ahead {
+		if ahead <= rev || rev == 0 {
+			delete(r.ahead, id) // reached already, or a different bucket's revision
+		}
+	}
+	r.applyMu.Unlock()
 	var opts []jetstream.WatchOpt
 	if rev > 0 {
 		opts = append(opts, jetstream.ResumeFromRevision(rev+1))
@@ -133,21 +141,37 @@ func (r *Replica) apply(batch []registry.Change) error {
 		return nil
 	}
 	defer r.notify()
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock() // before notify: waiters see watched moved
 	for i, c := range batch {
-		if r.skip(c) {
+		if r.skip(c) || r.behind(c) {
 			batch[i] = registry.Change{Revision: c.Revision} // no change; the revision still counts
 		}
 	}
-	err := r.cfg.Store.ApplyChanges(batch)
-	if err == nil {
-		return nil
+	if err := r.cfg.Store.ApplyChanges(batch); err != nil {
+		for _, c := range batch {
+			if err := r.cfg.Store.ApplyChanges([]registry.Change{c}); err != nil {
+				r.log.Error("skipping a shared-registry entry that cannot be applied", "key", c.ID, "revision", c.Revision, "err", err)
+			}
+		}
 	}
-	for _, c := range batch {
-		if err := r.cfg.Store.ApplyChanges([]registry.Change{c}); err != nil {
-			r.log.Error("skipping a shared-registry entry that cannot be applied", "key", c.ID, "revision", c.Revision, "err", err)
+	if last := batch[len(batch)-1].Revision; last > r.watched.Load() {
+		r.watched.Store(last)
+	}
+	for id, rev := range r.ahead {
+		if rev <= r.watched.Load() {
+			delete(r.ahead, id)
 		}
 	}
 	return nil
+}
+
+// behind reports whether the watch should pass over c because this
+// instance applied a newer entry of the same webhook out of order
+// (applyDirect); r.applyMu is held.
+func (r *Replica) behind(c registry.Change) bool {
+	rev, ok := r.ahead[c.ID]
+	return ok && c.Revision < rev
 }
 
 // publishLocalOnly writes the Store's webhooks that the bucket has never

@@ -3,9 +3,12 @@
 // cluster fans events out to, and delivers for, the same subscriptions.
 //
 // The bucket is the shared log; each instance's bbolt file is its local
-// copy. A registration or deletion is written to the bucket first and
-// reaches every instance's Store, the writer's included, through one
-// ordered watch, so all copies apply the same changes in the same order.
+// copy. A registration, change (disable, enable) or deletion is written to
+// the bucket first and reaches every instance's Store, the writer's
+// included, through one ordered watch, so all copies apply the same
+// changes in the same order. Changes are compare-and-swap on the key's
+// revision, so concurrent ones do not undo each other and none revives a
+// deleted webhook.
 // The last revision applied is kept in bbolt, so a restart resumes where it
 // stopped instead of reading the whole bucket again. The first start with
 // replication publishes any subscriptions the local file already had.
@@ -56,6 +59,18 @@ type Replica struct {
 	mu       sync.Mutex
 	deleting map[string]struct{} // deleted here, deletion not yet seen by the watch
 	applied  chan struct{}       // closed after every batch the watch applies, then replaced
+
+	// applyMu orders the watch's batches with the changes this instance
+	// applies out of the watch's order (a write whose echo is late, a
+	// Lookup), so that neither can overwrite a newer state with an older.
+	applyMu sync.Mutex
+	// watched is the last revision the watch applied (written under
+	// applyMu).
+	watched atomic.Uint64
+	// ahead maps ids applied out of order to the revision applied; the
+	// watch passes over their older entries until it reaches that
+	// revision (under applyMu).
+	ahead map[string]uint64
 }
 
 // New validates cfg and returns a Replica; nothing happens until Run.
@@ -80,7 +95,7 @@ func New(cfg Config) (*Replica, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Replica{cfg: cfg, log: log.With("component", "replica"), deleting: make(map[string]struct{}),
-		applied: make(chan struct{})}, nil
+		applied: make(chan struct{}), ahead: make(map[string]uint64)}, nil
 }
 
 // Ready reports nil once the Store has caught up with the bucket.
@@ -107,15 +122,81 @@ func (r *Replica) Put(ctx context.Context, id string, value []byte) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.WriteTimeout)
 	defer cancel()
-	if _, err := kv.Create(ctx, id, value); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	rev, err := kv.Create(ctx, id, value)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// A retried registration: what the bucket holds is the truth.
+		var e jetstream.KeyValueEntry
+		if e, err = kv.Get(ctx, id); err == nil {
+			rev, value = e.Revision(), e.Value()
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
 	}
-	if r.await(ctx, func() bool { _, ok := r.cfg.Store.Index().Get(id); return ok }) {
+	if r.await(ctx, func() bool { return r.watched.Load() >= rev }) {
 		return nil
 	}
-	// Revision 0: applied out of the watch's order, so it must not move
-	// the point a restart resumes from.
-	return r.cfg.Store.ApplyChanges([]registry.Change{{ID: id, Value: value}})
+	return r.applyDirect(registry.Change{ID: id, Value: value, Revision: rev})
+}
+
+// maxUpdateTries bounds the compare-and-swap rounds of one Update; each
+// lost round means another instance changed the same webhook meanwhile.
+const maxUpdateTries = 16
+
+// Update replaces an existing webhook's bytes with change(current) as a
+// compare-and-swap on the bucket's revision of it, and returns once this
+// Store has the result, like Put. A webhook deleted meanwhile is
+// registry.ErrNotFound, never brought back.
+func (r *Replica) Update(ctx context.Context, id string, change func(current []byte) ([]byte, error)) error {
+	kv, err := r.bucket()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.WriteTimeout)
+	defer cancel()
+	for range maxUpdateTries {
+		e, err := kv.Get(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("replica: update %s: %w", id, registry.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+		}
+		value, err := change(e.Value())
+		if err != nil || value == nil {
+			return err
+		}
+		rev, err := kv.Update(ctx, id, value, e.Revision())
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+		}
+		if r.await(ctx, func() bool { return r.watched.Load() >= rev }) {
+			return nil
+		}
+		return r.applyDirect(registry.Change{ID: id, Value: value, Revision: rev})
+	}
+	return fmt.Errorf("%w: webhook %s changed %d times while being updated", registry.ErrUnavailable, id, maxUpdateTries)
+}
+
+// applyDirect applies an entry of revision c.Revision out of the watch's
+// order, unless the watch has reached it already (then the Store has it,
+// or something newer). The Store gets it with revision 0, which does not
+// move the point a restart resumes from; the watch then passes over the
+// id's older entries until it reaches this one.
+func (r *Replica) applyDirect(c registry.Change) error {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if r.watched.Load() >= c.Revision {
+		return nil
+	}
+	if err := r.cfg.Store.ApplyChanges([]registry.Change{{ID: c.ID, Value: c.Value}}); err != nil {
+		return err
+	}
+	r.ahead[c.ID] = max(r.ahead[c.ID], c.Revision)
+	return nil
 }
 
 // Delete records a deletion in the bucket and returns once this Store no
@@ -188,9 +269,7 @@ func (r *Replica) Lookup(ctx context.Context, id string) (*registry.Webhook, boo
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
 	}
-	// Revision 0: applied out of the watch's order, so it must not move
-	// the point a restart resumes from.
-	if err := r.cfg.Store.ApplyChanges([]registry.Change{{ID: id, Value: e.Value()}}); err != nil {
+	if err := r.applyDirect(registry.Change{ID: id, Value: e.Value(), Revision: e.Revision()}); err != nil {
 		return nil, false, err
 	}
 	w, ok := r.cfg.Store.Index().Get(id)

@@ -1,0 +1,337 @@
+package dispatcher_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/webhookd/webhookd/dispatcher"
+	"github.com/webhookd/webhookd/dispatcher/breaker"
+	"github.com/webhookd/webhookd/dispatcher/retry"
+	"github.com/webhookd/webhookd/dispatcher/signature"
+	"github.com/webhookd/webhookd/events"
+	"github.com/webhookd/webhookd/registry/health"
+)
+
+func value(t *testing.T, h *harness, name, label, v string) float64 {
+	t.Helper()
+	return testutil.ToFloat64(counter(t, h, name, label, v))
+}
+
+// hangingHost accepts requests and never answers; it counts the
+// connections open to it at any moment and their peak.
+type hangingHost struct {
+	*httptest.Server
+	open, peak atomic.Int64
+}
+
+func newHangingHost(t *testing.T) *hangingHost {
+	hh := &hangingHost{}
+	release := make(chan struct{})
+	hh.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Reading the body lets the server notice at once when the client
+		// gives up and closes the connection (its background read starts
+		// only then), so the open count is the client's.
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	hh.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			n := hh.open.Add(1)
+			for p := hh.peak.Load(); n > p && !hh.peak.CompareAndSwap(p, n); p = hh.peak.Load() {
+			}
+		case http.StateClosed, http.StateHijacked:
+			hh.open.Add(-1)
+		}
+	}
+	hh.Start()
+	t.Cleanup(func() { close(release); hh.Close() })
+	return hh
+}
+
+// TestManyHangingHostsDoNotStarveHealthy: with a worker pool far smaller
+// than the number of hanging hosts, a healthy endpoint still gets every
+// event promptly, each hanging host holds at most the probation
+// connections, and their circuits open and park their jobs.
+func TestManyHangingHostsDoNotStarveHealthy(t *testing.T) {
+	h := newHarness(t, harnessOpts{cfg: func(c *dispatcher.Config) {
+		c.Workers, c.ProbationWorkers, c.ProbationConnsPerHost = 16, 16, 2
+		c.MaxAckPending = 2000
+		c.Breaker = breaker.Config{Cooldown: time.Second, MaxCooldown: 2 * time.Second}
+	}})
+	const dead, n = 30, 60
+	hosts := make([]*hangingHost, dead)
+	for i := range hosts {
+		hosts[i] = newHangingHost(t)
+		h.addWebhook("acme", hosts[i].URL, events.WorkflowRunCompleted, "")
+	}
+	healthy := newReceiver(t, nil)
+	hw := h.addWebhook("acme", healthy.URL, events.WorkflowRunCompleted, "")
+	published := make(map[string]time.Time, n)
+	for i := range n {
+		id := "e" + strconv.Itoa(i)
+		published[signature.DeliveryID(id, hw.ID)] = time.Now()
+		h.publish("events.acme.workflowRun.completed", completed, id)
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitFor(t, 30*time.Second, "healthy receiver gets every event", func() bool { return healthy.count() >= n })
+	waitFor(t, 30*time.Second, "every hanging host's circuit open", func() bool {
+		return value(t, h, "webhookd_circuits_open", "", "") >= dead
+	})
+	waitFor(t, 20*time.Second, "jobs parked", func() bool {
+		return value(t, h, "webhookd_deliveries_parked_total", "stage", "fanout")+
+			value(t, h, "webhookd_deliveries_parked_total", "stage", "delivery") > 0
+	})
+	// The server sees a timed-out connection close a moment after the
+	// client dropped it, when the next attempt may already have begun:
+	// hence one more than the probation limit of 2.
+	for i, hh := range hosts {
+		if p := hh.peak.Load(); p > 3 {
+			t.Errorf("hanging host %d had %d connections open at once, want at most 3", i, p)
+		}
+	}
+	// With every circuit open, only probes reach the hanging hosts: at
+	// most one connection each, not the probation limit.
+	time.Sleep(3 * time.Second)
+	var open int64
+	for _, hh := range hosts {
+		open += hh.open.Load()
+	}
+	if open > dead {
+		t.Errorf("%d connections open to %d hanging hosts with their circuits open; want at most one probe each", open, dead)
+	}
+	// Starved, the healthy endpoint would queue behind rounds of 2 s
+	// hanging attempts (60 of them for 16 workers: about 8 s). Isolated, it
+	// waits for none of them.
+	for _, r := range healthy.requests() {
+		at, ok := published[r.header.Get("Webhook-Id")]
+		if !ok {
+			t.Fatalf("unexpected webhook-id %q", r.header.Get("Webhook-Id"))
+		}
+		if lat := r.at.Sub(at); lat > 4*time.Second {
+			t.Errorf("healthy delivery took %s next to %d hanging hosts", lat, dead)
+		}
+	}
+}
+
+// TestRecoveredHostGetsEverythingItMissed: a receiver that fails until it
+// is fixed opens its circuit; the jobs wait parked, not retried in a loop,
+// and once it answers again every event arrives, each with its stable
+// webhook-id.
+func TestRecoveredHostGetsEverythingItMissed(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		policy: retry.Policy{Initial: 100 * time.Millisecond, MaxInterval: 200 * time.Millisecond, MaxAge: time.Hour},
+		cfg: func(c *dispatcher.Config) {
+			c.Breaker = breaker.Config{FailureThreshold: 3, Cooldown: 500 * time.Millisecond, MaxCooldown: time.Second}
+		}})
+	var fixed atomic.Bool
+	r := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		if !fixed.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	h.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+	const n = 40
+	for i := range n {
+		h.publish("events.acme.workflowRun.completed", completed, "e"+strconv.Itoa(i))
+	}
+	waitFor(t, 10*time.Second, "circuit open", func() bool {
+		return value(t, h, "webhookd_breaker_transitions_total", "to", "open") >= 1
+	})
+	// While open, attempts are only probes: over two seconds, with a
+	// cool-down of at most one second, a handful at most.
+	before := r.count()
+	time.Sleep(2 * time.Second)
+	if during := r.count() - before; during > 6 {
+		t.Errorf("%d attempts in 2 s while the circuit was open; want only probes", during)
+	}
+	fixedAt := time.Now()
+	fixed.Store(true)
+	waitFor(t, 20*time.Second, "every event delivered after recovery", func() bool {
+		ids := map[string]bool{}
+		for _, q := range r.requests() {
+			if q.at.After(fixedAt) {
+				ids[q.header.Get("Webhook-Id")] = true
+			}
+		}
+		return len(ids) == n
+	})
+	if v := value(t, h, "webhookd_breaker_transitions_total", "to", "closed"); v < 1 {
+		t.Errorf("closed transitions = %v, want at least 1", v)
+	}
+	if v := value(t, h, "webhookd_deliveries_parked_total", "", ""); v < 1 {
+		t.Errorf("parked = %v, want jobs parked while the circuit was open", v)
+	}
+}
+
+// TestGoneDisablesAndEnableResumes: a 410 disables the webhook, announces
+// it on NATS, stops new jobs; enabling it resumes deliveries.
+func TestGoneDisablesAndEnableResumes(t *testing.T) {
+	h := newHarness(t, harnessOpts{cfg: func(c *dispatcher.Config) {
+		c.DisableOnGone = true
+	}, disabler: true})
+	var gone atomic.Bool
+	gone.Store(true)
+	r := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		if gone.Load() {
+			w.WriteHeader(http.StatusGone)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	w := h.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+	ops := make(chan *nats.Msg, 4)
+	sub, err := h.nc.ChanSubscribe("events.acme.webhook.disabled", ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	h.publish("events.acme.workflowRun.completed", completed, "e1")
+	var ev struct {
+		Type, WebhookID, Workspace, Reason string
+		LastStatus                         int
+	}
+	select {
+	case m := <-ops:
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no webhook.disabled event")
+	}
+	if ev.Type != "webhook.disabled" || ev.WebhookID != w.ID || ev.Workspace != "acme" || ev.Reason != "gone" || ev.LastStatus != 410 {
+		t.Errorf("operational event = %+v", ev)
+	}
+	got, err := h.store.Get(context.Background(), "acme", w.ID)
+	if err != nil || !got.Disabled || got.DisabledReason != "gone" || got.DisabledAt.IsZero() {
+		t.Fatalf("after 410: %+v, %v", got, err)
+	}
+	if v := value(t, h, "webhookd_webhooks_auto_disabled_total", "reason", "gone"); v != 1 {
+		t.Errorf("auto-disabled{gone} = %v, want 1", v)
+	}
+	// Disabled: no new jobs. The operational event itself is not a
+	// malformed event.
+	h.publish("events.acme.workflowRun.completed", completed, "e2")
+	time.Sleep(time.Second)
+	if n := r.count(); n != 1 {
+		t.Errorf("disabled webhook got %d requests, want 1", n)
+	}
+	if v := value(t, h, "webhookd_events_rejected_total", "", ""); v != 0 {
+		t.Errorf("events rejected = %v, want 0 (the webhook.disabled event is ours)", v)
+	}
+	gone.Store(false)
+	if _, err := h.store.Enable(context.Background(), "acme", w.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.publish("events.acme.workflowRun.completed", completed, "e3")
+	waitFor(t, 10*time.Second, "delivery after enable", func() bool { return r.count() >= 2 })
+}
+
+// TestFailingForTooLongDisablesAndRecordsPending: no success for
+// DisableAfter disables the webhook; its pending jobs become failure
+// records with reason "disabled".
+func TestFailingForTooLongDisablesAndRecordsPending(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		policy: retry.Policy{Initial: 100 * time.Millisecond, MaxInterval: 200 * time.Millisecond, MaxAge: time.Hour},
+		cfg: func(c *dispatcher.Config) {
+			c.DisableAfter = 1500 * time.Millisecond
+			c.Breaker = breaker.Config{FailureThreshold: 1000}
+		}, disabler: true})
+	r := newReceiver(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
+	w := h.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+	for i := range 5 {
+		h.publish("events.acme.workflowRun.completed", completed, "e"+strconv.Itoa(i))
+	}
+	waitFor(t, 15*time.Second, "disabled for failing", func() bool {
+		got, err := h.store.Get(context.Background(), "acme", w.ID)
+		return err == nil && got.Disabled && got.DisabledReason == "failing"
+	})
+	waitFor(t, 15*time.Second, "pending jobs recorded as failed", func() bool {
+		f, err := h.store.Failures(context.Background(), "acme", w.ID, 10)
+		if err != nil || len(f) != 5 {
+			return false
+		}
+		for _, x := range f {
+			if x.Reason != "disabled" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestTwoInstancesHonourOneCircuit: two dispatchers share the work and a
+// health bucket; a circuit opened by one is open on both.
+func TestTwoInstancesHonourOneCircuit(t *testing.T) {
+	var stores [2]*health.Store
+	var disps [2]*dispatcher.Dispatcher
+	var mu sync.Mutex
+	setup := func(i int) func(c *dispatcher.Config) {
+		return func(c *dispatcher.Config) {
+			js, err := jetstream.New(c.Conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs, err := health.New(health.Config{JetStream: js, OnChange: func(r health.Record) {
+				mu.Lock()
+				d := disps[i]
+				mu.Unlock()
+				if d != nil {
+					d.ObserveHealth(r)
+				}
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stores[i] = hs
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = hs.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			c.Health = hs
+			c.Breaker = breaker.Config{FailureThreshold: 2, Cooldown: time.Minute}
+		}
+	}
+	a := newHarness(t, harnessOpts{cfg: setup(0)})
+	b := a.second(t, setup(1))
+	mu.Lock()
+	disps[0], disps[1] = a.disp, b.disp
+	mu.Unlock()
+	r := newReceiver(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
+	w := a.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+	for i := range 10 {
+		a.publish("events.acme.workflowRun.completed", completed, "e"+strconv.Itoa(i))
+	}
+	waitFor(t, 15*time.Second, "circuit open on both instances", func() bool {
+		return value(t, a, "webhookd_circuits_open", "", "") == 1 && value(t, b, "webhookd_circuits_open", "", "") == 1
+	})
+	for i, hs := range stores {
+		if st := hs.Health(w.ID).State; st != health.CircuitOpen {
+			t.Errorf("instance %d health = %q, want circuit_open", i, st)
+		}
+	}
+	// With a one-minute cool-down, nothing more reaches the receiver.
+	seen := r.count()
+	time.Sleep(1500 * time.Millisecond)
+	if r.count() != seen {
+		t.Errorf("attempts continued with the circuit open: %d -> %d", seen, r.count())
+	}
+}

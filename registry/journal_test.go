@@ -1,0 +1,167 @@
+package registry
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/webhookd/webhookd/events"
+)
+
+// TestApplyChangesUpdates: a journal value for a known id replaces the
+// webhook in bbolt, the index and the gauge; runs that change one id
+// several times end in the last state; echoes and replays change nothing.
+func TestApplyChangesUpdates(t *testing.T) {
+	ctx := context.Background()
+	base, err := New("acme", Input{URL: "https://e.example/", EventType: "workflowRun.completed"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	disabled := base
+	disabled.Disabled, disabled.DisabledReason, disabled.DisabledAt = true, DisabledGone, time.Now().UTC().Truncate(time.Millisecond)
+	other, err := New("acme", Input{URL: "https://o.example/", EventType: "workflowRun.completed"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type want struct {
+		present, disabled bool
+		disabledNum       float64
+		count             int
+	}
+	tests := []struct {
+		name  string
+		setup []Webhook // applied first, one run each
+		run   []Webhook // one run; an ID-only webhook (no URL) is a deletion
+		want  want
+	}{
+		{"create", nil, []Webhook{base}, want{true, false, 0, 1}},
+		{"update replaces", []Webhook{base}, []Webhook{disabled}, want{true, true, 1, 1}},
+		{"echo of the same bytes", []Webhook{base, disabled}, []Webhook{disabled}, want{true, true, 1, 1}},
+		{"update back to bytes bbolt had before the run", []Webhook{base}, []Webhook{disabled, base}, want{true, false, 0, 1}},
+		{"create and update in one run", nil, []Webhook{base, disabled}, want{true, true, 1, 1}},
+		{"delete after update", []Webhook{base, disabled}, []Webhook{{ID: base.ID}}, want{false, false, 0, 0}},
+		{"update then delete in one run", []Webhook{base}, []Webhook{disabled, {ID: base.ID}}, want{false, false, 0, 0}},
+		{"create then delete in one run", nil, []Webhook{base, {ID: base.ID}}, want{false, false, 0, 0}},
+		{"delete of an unknown id", nil, []Webhook{{ID: base.ID}}, want{false, false, 0, 0}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, reg := openWithMetrics(t, filepath.Join(t.TempDir(), "r.db"))
+			defer s.Close()
+			if err := s.Create(ctx, other); err != nil {
+				t.Fatal(err)
+			}
+			rev := uint64(0)
+			changes := func(ws []Webhook) []Change {
+				out := make([]Change, len(ws))
+				for i, w := range ws {
+					rev++
+					out[i] = Change{ID: w.ID, Revision: rev}
+					if w.URL != "" {
+						v, err := s.Encode(w)
+						if err != nil {
+							t.Fatal(err)
+						}
+						out[i].Value = v
+					}
+				}
+				return out
+			}
+			for _, w := range tc.setup {
+				if err := s.ApplyChanges(changes([]Webhook{w})); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.ApplyChanges(changes(tc.run)); err != nil {
+				t.Fatal(err)
+			}
+			ixw, inIndex := s.Index().Get(base.ID)
+			stored, gerr := s.Get(ctx, "acme", base.ID)
+			if inIndex != tc.want.present || (gerr == nil) != tc.want.present {
+				t.Fatalf("present: index %v, bbolt %v; want %v", inIndex, gerr, tc.want.present)
+			}
+			if tc.want.present && (ixw.Disabled != tc.want.disabled || stored.Disabled != tc.want.disabled) {
+				t.Fatalf("disabled: index %v, bbolt %v; want %v", ixw.Disabled, stored.Disabled, tc.want.disabled)
+			}
+			inMatch := ids(s.Index().Match("acme", events.WorkflowRunCompleted, "", nil))[base.ID]
+			if inMatch != (tc.want.present && !tc.want.disabled) {
+				t.Fatalf("matched %v", inMatch)
+			}
+			if n := disabledGauge(t, reg); n != tc.want.disabledNum || s.Count() != tc.want.count+1 {
+				t.Fatalf("gauge %v count %d; want %v, %d", n, s.Count(), tc.want.disabledNum, tc.want.count+1)
+			}
+			if r, _ := s.JournalRevision(); r != rev {
+				t.Fatalf("resume point %d, want %d", r, rev)
+			}
+		})
+	}
+}
+
+// TestJournalUpdate: with a journal, Disable and Enable go through its
+// Update (compare-and-swap on the journal's bytes), not straight to bbolt.
+func TestJournalUpdate(t *testing.T) {
+	ctx := context.Background()
+	s, reg := openWithMetrics(t, filepath.Join(t.TempDir(), "r.db"))
+	defer s.Close()
+	j := &loopJournal{s: s, values: map[string][]byte{}}
+	s.UseJournal(j)
+	w, err := New("acme", Input{URL: "https://e.example/", EventType: "workflowRun.completed"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if _, changed, err := s.Disable(ctx, w.ID, DisabledFailing, time.Now()); err != nil || !changed {
+		t.Fatalf("disable: %v %v", changed, err)
+	}
+	if _, changed, err := s.Disable(ctx, w.ID, DisabledFailing, time.Now()); err != nil || changed || j.updates != 1 {
+		t.Fatalf("second disable: changed %v, %v, journal writes %d", changed, err, j.updates)
+	}
+	if got, _ := s.Index().Get(w.ID); !got.Disabled || disabledGauge(t, reg) != 1 {
+		t.Fatalf("after disable through the journal: %+v", got)
+	}
+	if _, err := s.Enable(ctx, "acme", w.ID); err != nil || j.updates != 2 {
+		t.Fatalf("enable: %v, journal writes %d", err, j.updates)
+	}
+	if got, _ := s.Index().Get(w.ID); got.Disabled || disabledGauge(t, reg) != 0 {
+		t.Fatalf("after enable through the journal: %+v", got)
+	}
+}
+
+// loopJournal is the smallest Journal: it keeps values in a map and
+// applies every change straight back to its one Store, in order. (The
+// replica package tests the real one on NATS.)
+type loopJournal struct {
+	s       *Store
+	values  map[string][]byte
+	rev     uint64
+	updates int
+}
+
+func (j *loopJournal) Put(_ context.Context, id string, v []byte) error {
+	j.values[id] = v
+	j.rev++
+	return j.s.ApplyChanges([]Change{{ID: id, Value: v, Revision: j.rev}})
+}
+
+func (j *loopJournal) Update(_ context.Context, id string, change func([]byte) ([]byte, error)) error {
+	cur, ok := j.values[id]
+	if !ok {
+		return ErrNotFound
+	}
+	v, err := change(cur)
+	if err != nil || v == nil {
+		return err
+	}
+	j.updates++
+	return j.Put(context.Background(), id, v)
+}
+
+func (j *loopJournal) Delete(_ context.Context, id string) error {
+	delete(j.values, id)
+	j.rev++
+	return j.s.ApplyChanges([]Change{{ID: id, Revision: j.rev}})
+}
