@@ -184,14 +184,14 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		Breaker: breaker.Config{
 			FailureThreshold: o.cbFailures, TimeoutThreshold: o.cbTimeouts, Cooldown: o.cbCooldown, MaxCooldown: o.cbMaxCooldown,
 		},
-		Health:          healthOf(hs),
-		Disabler:        store,
-		DisableAfter:    o.disableAfter,
-		DisableOnGone:   o.disableOnGone,
-		UserAgent:       "webhookd/" + buildVersion(),
-		BeforeAck:       faultExitBeforeAck(log),
-		Logger:          log,
-		Registerer:      reg,
+		Health:        healthOf(hs),
+		Disabler:      store,
+		DisableAfter:  o.disableAfter,
+		DisableOnGone: o.disableOnGone,
+		UserAgent:     "webhookd/" + buildVersion(),
+		BeforeAck:     faultExitBeforeAck(log),
+		Logger:        log,
+		Registerer:    reg,
 	})
 	if err != nil {
 		return err
