@@ -107,6 +107,7 @@ func (d *Dispatcher) publishJob(ev events.Event, wh *registry.Webhook, at time.T
 		Subject:    ev.Subject,
 		Published:  ev.Timestamp,
 		Attempt:    1,
+		Body:       ev.Body,
 	}
 	m := &nats.Msg{
 		Subject: d.jobSubject(wh.ID),

@@ -157,11 +157,18 @@ func TestRecoveredHostGetsEverythingItMissed(t *testing.T) {
 		return value(t, h, "webhookd_breaker_transitions_total", "to", "open") >= 1
 	})
 	// While open, attempts are only probes: over two seconds, with a
-	// cool-down of at most one second, a handful at most.
+	// cool-down of at most one second, a handful at most. Events published
+	// meanwhile are parked by the fan-out itself.
 	before := r.count()
+	for i := n; i < 2*n; i++ {
+		h.publish("events.acme.workflowRun.completed", completed, "e"+strconv.Itoa(i))
+	}
 	time.Sleep(2 * time.Second)
 	if during := r.count() - before; during > 6 {
 		t.Errorf("%d attempts in 2 s while the circuit was open; want only probes", during)
+	}
+	if v := value(t, h, "webhookd_deliveries_parked_total", "stage", "fanout"); v < 1 {
+		t.Errorf("parked at fan-out = %v, want the events published while open", v)
 	}
 	fixedAt := time.Now()
 	fixed.Store(true)
@@ -172,8 +179,14 @@ func TestRecoveredHostGetsEverythingItMissed(t *testing.T) {
 				ids[q.header.Get("Webhook-Id")] = true
 			}
 		}
-		return len(ids) == n
+		return len(ids) == 2*n
 	})
+	// Parked and re-parked jobs keep the event's bytes exactly.
+	for _, q := range r.requests() {
+		if string(q.body) != completed {
+			t.Fatalf("delivered body %q, want the event as published", q.body)
+		}
+	}
 	if v := value(t, h, "webhookd_breaker_transitions_total", "to", "closed"); v < 1 {
 		t.Errorf("closed transitions = %v, want at least 1", v)
 	}

@@ -218,6 +218,12 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	}
 	pool <- struct{}{}
 	defer func() { <-pool }()
+	if d.stopping.Load() {
+		// Shutdown began while this job waited for a worker.
+		br.Abandon(q.job.WebhookID, dec.Probe)
+		d.handBack(q.msg, 0)
+		return
+	}
 	if waited > d.cfg.ackWait()/3 {
 		// Restart the ack clock so the attempt has its full deadline.
 		_ = q.msg.InProgress()
