@@ -77,11 +77,11 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 			return
 		}
 	}
-	if !d.enqueue(queued{msg: msg, job: j, host: t.url.Host, queued: time.Now()}) {
+	if ok, wait := d.enqueue(queued{msg: msg, job: j, host: t.url.Host, queued: time.Now()}); !ok {
 		// Its host is saturated (or unproven hosts hold their share of
-		// the window already): set it aside for a few seconds, outside
-		// the ack-pending window, rather than NAK it and keep the slot.
-		d.parkAsync(msg, &j, time.Now().Add(jitter(d.cfg.DeferDelay)), "defer")
+		// the window already): set it aside, outside the ack-pending
+		// window, rather than NAK it and keep the slot.
+		d.parkAsync(msg, &j, time.Now().Add(jitter(wait)), "defer")
 	}
 }
 

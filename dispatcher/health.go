@@ -152,7 +152,7 @@ func (t *tracker) observe(r health.Record) {
 func (t *tracker) flush(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	for {
+	for n := 0; ; {
 		select {
 		case <-ctx.Done():
 			t.writeDirty()
@@ -161,7 +161,20 @@ func (t *tracker) flush(ctx context.Context) {
 		case <-t.wake:
 		}
 		t.writeDirty()
+		if n++; n%10 == 0 {
+			t.forgetDeleted()
+		}
 		t.d.m.circuitsOpen.Set(float64(t.br.OpenCount()))
+	}
+}
+
+// forgetDeleted drops the circuits of webhooks that no longer exist, so
+// the breaker holds only live, failing webhooks.
+func (t *tracker) forgetDeleted() {
+	for _, id := range t.br.Keys() {
+		if _, ok := t.d.cfg.Subscriptions.Get(id); !ok {
+			t.br.Reset(id)
+		}
 	}
 }
 

@@ -39,7 +39,7 @@ type lane struct {
 	// or refuse connections — get probation limits and the probation pool.
 	proven atomic.Bool
 	// tried: an attempt to the host has finished. Until then the host is
-	// fresh: one attempt at a time, in the healthy pool, so that a new
+	// fresh: probation limits, but in the healthy pool, so that a new
 	// endpoint is not queued behind hanging hosts' probation attempts.
 	tried    atomic.Bool
 	lastUsed atomic.Int64 // unix nanos of the last attempt's end
@@ -51,7 +51,8 @@ func (d *Dispatcher) limits(l *lane) (conns, queue int) {
 	case l.proven.Load():
 		return d.cfg.MaxConnsPerHost, d.cfg.HostQueue
 	case !l.tried.Load():
-		return 1, d.cfg.ProbationHostQueue
+		// Fresh: the probation limits, but in the healthy pool (see run).
+		return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 	}
 	return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 }
@@ -72,7 +73,12 @@ func (l *lane) progressing(now time.Time) bool {
 // (up to a second), which pushes back on the consumer: a busy healthy host
 // should slow intake, not bounce jobs. A full lane that is stuck reports
 // false at once, and the caller hands the job back to JetStream.
-func (d *Dispatcher) enqueue(q queued) bool {
+//
+// When it reports false, wait is how long the job should be set aside: a
+// moment for a busy proven host, a whole delivery timeout for an unproven
+// one, whose attempts in flight will most likely time out and open its
+// circuit in that time.
+func (d *Dispatcher) enqueue(q queued) (ok bool, wait time.Duration) {
 	deadline := time.Now().Add(time.Second)
 	d.mu.Lock()
 	for {
@@ -86,9 +92,9 @@ func (d *Dispatcher) enqueue(q queued) bool {
 		q.trial = !l.proven.Load()
 		if q.trial && d.onTrial >= d.cfg.ProbationQueued {
 			// Unproven hosts together may not hold more of the ack-pending
-			// window than this; the job comes back in a few seconds.
+			// window than this.
 			d.mu.Unlock()
-			return false
+			return false, d.cfg.DeliveryTimeout
 		}
 		if len(l.queue) < queueCap {
 			l.queue = append(l.queue, q)
@@ -101,12 +107,15 @@ func (d *Dispatcher) enqueue(q queued) bool {
 				go d.laneWorker(q.host, l)
 			}
 			d.mu.Unlock()
-			return true
+			return true, 0
 		}
 		wait := time.Until(deadline)
 		if q.trial || !l.progressing(time.Now()) || wait <= 0 {
 			d.mu.Unlock()
-			return false
+			if q.trial {
+				return false, d.cfg.DeliveryTimeout
+			}
+			return false, d.cfg.DeferDelay
 		}
 		// Workers keep draining a full lane, so it stays in the map while
 		// we wait outside the lock.

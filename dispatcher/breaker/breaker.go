@@ -284,6 +284,18 @@ func (b *Breaker) Status(key string) Status {
 	return Status{State: c.state, Failures: c.failures, OpenUntil: c.openUntil, Cooldown: c.cooldown}
 }
 
+// Keys returns the keys the breaker holds state for: those with failures
+// or a circuit that is not closed.
+func (b *Breaker) Keys() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	keys := make([]string, 0, len(b.m))
+	for k := range b.m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
 // OpenCount returns how many circuits are open or half-open.
 func (b *Breaker) OpenCount() int {
 	b.mu.Lock()
