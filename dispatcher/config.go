@@ -49,6 +49,10 @@ type Config struct {
 	// instances share. Zero means "webhookd-fanout" and "webhookd-deliver".
 	FanoutConsumer   string
 	DeliveryConsumer string
+	// ProbationConsumer names the durable consumer of the probation
+	// subjects (jobs of new, failing and parked webhooks). Zero means
+	// DeliveryConsumer + "-probation".
+	ProbationConsumer string
 	// Replicas is the deliveries stream's replica count. Zero means 1.
 	Replicas int
 
@@ -83,11 +87,15 @@ type Config struct {
 	// Isolation: how failing destinations are kept from the capacity that
 	// healthy ones need. A destination host is "proven" while its latest
 	// attempt got an HTTP answer within a second; a webhook is healthy while
-	// its circuit is closed with no failures since its last success. Only
-	// attempts for healthy webhooks on proven hosts use the Workers pool;
-	// every other attempt (new hosts, failing webhooks, probes, hanging
-	// hosts) shares the smaller probation pool, so dead destinations can
-	// never take the workers healthy ones need.
+	// its circuit is closed with no failures since its last success.
+	// Attempts for healthy webhooks or proven hosts use the Workers pool;
+	// the first attempts to a host never tried use the FreshWorkers pool;
+	// every other attempt (failing webhooks, probes, hosts that time out)
+	// shares the smaller probation pool. Jobs of webhooks that are not
+	// healthy travel on their own subjects, consumer and ack window, and
+	// when many webhooks are not, as one bundle per event. So dead
+	// destinations can never take the workers, connections, queue or ack
+	// slots healthy ones need.
 
 	// Breaker tunes the per-webhook circuit breaker (see dispatcher/breaker:
 	// 5 failures or 2 timeouts in a row open a circuit for 5s, doubling on
@@ -96,6 +104,10 @@ type Config struct {
 	// ProbationWorkers caps concurrent attempts outside the healthy pool.
 	// Zero means Workers/4.
 	ProbationWorkers int
+	// FreshWorkers caps concurrent attempts to hosts not tried yet (with
+	// ProbationConnsPerHost each), apart from both other pools. Zero means
+	// Workers.
+	FreshWorkers int
 	// ProbationConnsPerHost caps concurrent attempts to a host that is not
 	// proven, so a hanging host holds at most this many connections before
 	// its circuits open. Zero means 2.
@@ -103,6 +115,10 @@ type Config struct {
 	// ProbationHostQueue is how many jobs may wait for a host that is not
 	// proven. Zero means 64.
 	ProbationHostQueue int
+	// ProbationAckPending bounds the probation consumer's unacknowledged
+	// jobs, apart from the healthy consumer's MaxAckPending. Zero means
+	// MaxAckPending/4.
+	ProbationAckPending int
 	// ProbationQueued caps jobs waiting in the lanes of all hosts that are
 	// not proven together, so hanging hosts cannot fill the consumer's
 	// ack-pending window; further jobs are handed back for a few seconds
@@ -174,8 +190,11 @@ func (c *Config) setDefaults() error {
 	def(&c.MaxAckPending, 20000)
 	def(&c.ProbationWorkers, max(c.Workers/4, 1))
 	def(&c.ProbationConnsPerHost, 2)
+	def(&c.FreshWorkers, c.Workers)
 	def(&c.ProbationHostQueue, 64)
 	def(&c.ProbationQueued, max(c.MaxAckPending/4, 1))
+	def(&c.ProbationAckPending, max(c.MaxAckPending/4, 1))
+	defs(&c.ProbationConsumer, c.DeliveryConsumer+"-probation")
 	if c.LaneIdle <= 0 {
 		c.LaneIdle = time.Minute
 	}
@@ -188,10 +207,16 @@ func (c *Config) setDefaults() error {
 	if c.DeliveryTimeout == 0 {
 		c.DeliveryTimeout = 15 * time.Second
 	}
+	if c.Breaker.ProbeTimeout == 0 {
+		// A probe job may wait in its lane and then run for a delivery
+		// timeout; it is lost only if its instance is.
+		c.Breaker.ProbeTimeout = 2 * c.ackWait()
+	}
 	for name, v := range map[string]int{"MaxConnsPerHost": c.MaxConnsPerHost, "HostQueue": c.HostQueue,
 		"Workers": c.Workers, "FetchBatch": c.FetchBatch, "MaxAckPending": c.MaxAckPending, "Replicas": c.Replicas,
 		"ProbationWorkers": c.ProbationWorkers, "ProbationConnsPerHost": c.ProbationConnsPerHost,
-		"ProbationHostQueue": c.ProbationHostQueue, "ProbationQueued": c.ProbationQueued} {
+		"ProbationHostQueue": c.ProbationHostQueue, "ProbationQueued": c.ProbationQueued,
+		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers} {
 		if v < 0 {
 			return fmt.Errorf("dispatcher: %s must not be negative", name)
 		}

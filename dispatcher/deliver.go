@@ -42,6 +42,10 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 		d.handBack(msg, 0)
 		return
 	}
+	if msg.Subject() == d.bundleSubject() {
+		d.expand(msg)
+		return
+	}
 	j, err := decodeJob(msg.Headers(), msg.Data())
 	if err != nil {
 		d.m.dropped.WithLabelValues("invalid_job").Inc()
@@ -49,25 +53,18 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	t, ok := d.target(j.WebhookID)
-	if !ok && d.cfg.Lookup != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, ok, err = d.cfg.Lookup.Lookup(ctx, j.WebhookID)
-		cancel()
-		if err != nil {
-			// Cannot tell deleted from not-yet-known: ask again shortly.
-			d.log.Warn("unknown webhook and the shared registry is unreachable; job handed back",
-				"webhook", j.WebhookID, "err", err)
-			d.handBack(msg, jitter(2*time.Second))
-			return
-		}
-		if ok {
-			t, ok = d.target(j.WebhookID)
-		}
+	t, ok, err := d.resolve(j.WebhookID)
+	if err != nil {
+		// Cannot tell deleted from not-yet-known: ask again shortly.
+		d.log.Warn("unknown webhook and the shared registry is unreachable; job handed back",
+			"webhook", j.WebhookID, "err", err)
+		d.handBack(msg, jitter(2*time.Second))
+		return
 	}
 	if !ok {
 		// Deleted subscriptions stop receiving at once.
 		d.m.dropped.WithLabelValues("webhook_deleted").Inc()
+		d.health.br.Reset(j.WebhookID)
 		_ = msg.Ack()
 		return
 	}
@@ -83,6 +80,24 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 		// window, rather than NAK it and keep the slot.
 		d.parkAsync(msg, &j, time.Now().Add(jitter(wait)), "defer")
 	}
+}
+
+// resolve finds the webhook of a job: in the local registry, else (with
+// several instances, the job may have come before the registration) in the
+// shared one. An error means it cannot tell whether the webhook exists.
+func (d *Dispatcher) resolve(webhookID string) (*target, bool, error) {
+	t, ok := d.target(webhookID)
+	if ok || d.cfg.Lookup == nil {
+		return t, ok, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, ok, err := d.cfg.Lookup.Lookup(ctx, webhookID)
+	cancel()
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	t, ok = d.target(webhookID)
+	return t, ok, nil
 }
 
 func (d *Dispatcher) target(webhookID string) (*target, bool) {
@@ -247,7 +262,7 @@ func (d *Dispatcher) scheduleRetry(msg jetstream.Msg, j job, delay time.Duration
 	at := time.Now().Add(delay).UTC()
 	h := next.header(j.DeliveryID + ".a" + strconv.Itoa(next.Attempt))
 	h[hdrSchedule] = []string{"@at " + at.Format(time.RFC3339Nano)}
-	h[hdrSchedTarget] = []string{d.jobSubject(j.WebhookID)}
+	h[hdrSchedTarget] = []string{d.trialSubject(j.WebhookID)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := d.js.PublishMsg(ctx, &nats.Msg{

@@ -27,13 +27,16 @@ type Dispatcher struct {
 	m       *metrics
 	decoder events.Decoder
 
-	matchBuf []*registry.Webhook // fan-out callback's scratch; one goroutine
+	// The fan-out callback's scratch; it runs on one goroutine.
+	matchBuf          []*registry.Webhook
+	trialBuf, parkBuf []string
 
 	mu      sync.Mutex       // guards lanes and lane.workers
 	lanes   map[string]*lane // by destination host
 	workers sync.WaitGroup   // lane workers
 	slots   chan struct{}    // attempts for healthy webhooks on proven hosts
-	trial   chan struct{}    // every other attempt: the probation pool
+	trial   chan struct{}    // failing webhooks, probes, hosts that time out: the probation pool
+	fresh   chan struct{}    // first attempts to hosts not tried yet
 	onTrial int              // jobs queued in lanes of unproven hosts; guarded by mu
 	health  *tracker
 	acks    chan pendingEvent // publishes whose acks settle a message; set by Run
@@ -71,6 +74,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		lanes:   make(map[string]*lane),
 		slots:   make(chan struct{}, cfg.Workers),
 		trial:   make(chan struct{}, cfg.ProbationWorkers),
+		fresh:   make(chan struct{}, cfg.FreshWorkers),
 	}
 	if d.health, err = newTracker(d); err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
@@ -98,11 +102,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if !d.running.CompareAndSwap(false, true) {
 		return errors.New("dispatcher: Run called twice")
 	}
-	var fan, del jetstream.Consumer
+	var fan, del, trial jetstream.Consumer
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
 		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var err error
-		fan, del, err = d.setup(setupCtx)
+		fan, del, trial, err = d.setup(setupCtx)
 		cancel()
 		if err == nil {
 			break
@@ -131,6 +135,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for range 2 {
 		pulling.Go(func() { d.pullLoop(pullCtx, "delivery", del, d.receive) })
 	}
+	pulling.Go(func() { d.pullLoop(pullCtx, "probation", trial, d.receive) })
 	d.ready.Store(true)
 	d.log.Info("dispatcher running", "events_stream", d.cfg.EventStream.Name, "deliveries_stream", d.cfg.DeliveriesStream)
 
@@ -175,7 +180,7 @@ func (d *Dispatcher) Redeliver(ctx context.Context, f registry.Failure) error {
 		EventType: f.EventType, Subject: f.Subject, Published: time.Now(), Attempt: 1,
 	}
 	msgID := f.ID + ".manual." + strconv.FormatInt(time.Now().UnixNano(), 10)
-	_, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: d.jobSubject(f.WebhookID), Header: j.header(msgID), Data: f.Body})
+	_, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: d.trialSubject(f.WebhookID), Header: j.header(msgID), Data: f.Body})
 	if err != nil {
 		return fmt.Errorf("dispatcher: redeliver %s: %w", f.ID, err)
 	}

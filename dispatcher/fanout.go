@@ -7,9 +7,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/webhookd/webhookd/dispatcher/breaker"
 	"github.com/webhookd/webhookd/dispatcher/signature"
 	"github.com/webhookd/webhookd/events"
-	"github.com/webhookd/webhookd/registry"
 )
 
 // pendingEvent is an event whose jobs are published but not yet all
@@ -18,10 +18,12 @@ type pendingEvent struct {
 	msg       jetstream.Msg
 	eventType string // set by fan-out: count its jobs as created
 	futures   []jetstream.PubAckFuture
-	// parked of the futures are jobs parked by an open circuit, at stage
-	// "fanout" or "delivery".
-	parked int
-	stage  string
+	// jobs is how many delivery jobs the futures store; parked how many
+	// (event, webhook) deliveries they park for an open circuit (stage
+	// "fanout" or "delivery") or set aside for a busy host ("defer").
+	jobs, parked int
+	stage        string
+	failed       error // a publish that never left the client
 }
 
 // fanout is the consume callback of the events consumer. It runs on one
@@ -74,33 +76,96 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 		return
 	}
 	p := pendingEvent{msg: msg, eventType: string(ev.Type), futures: make([]jetstream.PubAckFuture, 0, len(d.matchBuf)), stage: "fanout"}
+	// Healthy webhooks get their job on the healthy subject. The rest go
+	// into bundles: one message for all the webhooks that are new or
+	// failing (the probation consumer expands it at their pace), and one
+	// scheduled for the soonest half-open time of those whose circuit is
+	// open. With hundreds of dead destinations an event still costs a few
+	// stored messages, not hundreds.
 	now := time.Now()
+	trial, parked := d.trialBuf[:0], d.parkBuf[:0]
+	var soonest time.Time
 	for _, wh := range d.matchBuf {
-		// A webhook whose circuit is open gets its job parked straight
-		// away: one stored message, no trip through the delivery queue.
-		at, parked := d.parkedUntil(wh.ID, now)
-		f, err := d.publishJob(ev, wh, at, parked)
-		if err != nil {
-			// Already-published jobs are deduplicated when the event comes
-			// back, so handing the event back is safe.
-			d.log.Error("fan-out: publish job", "event", ev.ID, "webhook", wh.ID, "err", err)
-			p.futures = append(p.futures, failedFuture{err: err})
-			break
+		switch at, open := d.parkedUntil(wh.ID, now); {
+		case open:
+			parked = append(parked, wh.ID)
+			if soonest.IsZero() || at.Before(soonest) {
+				soonest = at
+			}
+		case d.healthy(wh.ID):
+			p.add(d.publishJob(ev, wh.ID, d.jobSubject(wh.ID)))
+			p.jobs++
+		default:
+			trial = append(trial, wh.ID)
 		}
-		p.futures = append(p.futures, f)
-		if parked {
-			p.parked++
-		}
+	}
+	switch len(trial) {
+	case 0:
+	case 1: // a bundle of one would only add a hop
+		p.add(d.publishJob(ev, trial[0], d.trialSubject(trial[0])))
+		p.jobs++
+	default:
+		p.addBundles(d, ev, trial, time.Time{}, 0)
+	}
+	if len(parked) > 0 {
+		p.addBundles(d, ev, parked, soonest, len(trial))
+		p.parked += len(parked)
+	}
+	d.trialBuf, d.parkBuf = trial, parked
+	if p.failed != nil {
+		// Already-published jobs are deduplicated when the event comes
+		// back, so handing the event back is safe.
+		d.log.Error("fan-out: publish job", "event", ev.ID, "err", p.failed)
 	}
 	acks <- p
 }
 
-// publishJob stores the delivery job for (ev, wh), or when parked its
-// scheduled copy that becomes the job at `at`.
-func (d *Dispatcher) publishJob(ev events.Event, wh *registry.Webhook, at time.Time, parked bool) (jetstream.PubAckFuture, error) {
+// healthy reports whether a webhook's jobs go straight to the healthy
+// subject: it has succeeded before and not failed since.
+func (d *Dispatcher) healthy(webhookID string) bool {
+	st := d.health.br.Status(webhookID)
+	return st.State == breaker.Closed && st.Failures == 0 && d.health.succeeding(webhookID)
+}
+
+// add records a publish's future, or its failure.
+func (p *pendingEvent) add(f jetstream.PubAckFuture, err error) {
+	if err != nil {
+		p.failed = err
+		f = failedFuture{err: err}
+	}
+	p.futures = append(p.futures, f)
+}
+
+// addBundles publishes ids as bundles of ev, at most maxBundle each: now,
+// or scheduled for `at`. Chunks are numbered from first, so the two kinds
+// of bundle of one event have distinct ids.
+func (p *pendingEvent) addBundles(d *Dispatcher, ev events.Event, ids []string, at time.Time, first int) {
+	for i, chunk := 0, first; i < len(ids); i, chunk = i+maxBundle, chunk+maxBundle {
+		b := bundle{
+			ID: bundleID(ev.ID, chunk), EventID: ev.ID, Workspace: ev.Workspace, EventType: ev.Type,
+			Subject: ev.Subject, Published: ev.Timestamp, Webhooks: ids[i:min(i+maxBundle, len(ids))], Body: ev.Body,
+		}
+		p.add(d.publishBundle(&b, at))
+	}
+}
+
+// publishBundle stores b for expansion now, or (at not zero) as a
+// scheduled message that fires at `at`.
+func (d *Dispatcher) publishBundle(b *bundle, at time.Time) (jetstream.PubAckFuture, error) {
+	m := &nats.Msg{Subject: d.bundleSubject(), Header: b.header(), Data: b.Body}
+	if !at.IsZero() {
+		m.Subject = d.bundleSchedSubject(b.ID)
+		m.Header[hdrSchedule] = []string{"@at " + at.UTC().Format(time.RFC3339Nano)}
+		m.Header[hdrSchedTarget] = []string{d.bundleSubject()}
+	}
+	return d.js.PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second))
+}
+
+// publishJob stores the delivery job for (ev, webhook) on subject.
+func (d *Dispatcher) publishJob(ev events.Event, webhookID, subject string) (jetstream.PubAckFuture, error) {
 	j := job{
-		DeliveryID: signature.DeliveryID(ev.ID, wh.ID),
-		WebhookID:  wh.ID,
+		DeliveryID: signature.DeliveryID(ev.ID, webhookID),
+		WebhookID:  webhookID,
 		Workspace:  ev.Workspace,
 		EventID:    ev.ID,
 		EventType:  ev.Type,
@@ -109,14 +174,7 @@ func (d *Dispatcher) publishJob(ev events.Event, wh *registry.Webhook, at time.T
 		Attempt:    1,
 		Body:       ev.Body,
 	}
-	m := &nats.Msg{
-		Subject: d.jobSubject(wh.ID),
-		Header:  j.header(j.DeliveryID),
-		Data:    ev.Body,
-	}
-	if parked {
-		m = d.parkMsg(&j, at)
-	}
+	m := &nats.Msg{Subject: subject, Header: j.header(j.DeliveryID), Data: ev.Body}
 	// When too many publishes await their acks, wait for room (back-pressure
 	// on the events consumer) rather than fail and re-run the fan-out.
 	return d.js.PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second))
@@ -142,8 +200,8 @@ func (d *Dispatcher) acker(acks <-chan pendingEvent) {
 			}
 			continue
 		}
-		if p.eventType != "" {
-			d.m.jobsCreated.WithLabelValues(p.eventType).Add(float64(len(p.futures)))
+		if p.eventType != "" && p.jobs > 0 {
+			d.m.jobsCreated.WithLabelValues(p.eventType).Add(float64(p.jobs))
 		}
 		switch {
 		case p.parked == 0:

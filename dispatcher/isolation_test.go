@@ -71,7 +71,9 @@ func newHangingHost(t *testing.T) *hangingHost {
 // connections, and their circuits open and park their jobs.
 func TestManyHangingHostsDoNotStarveHealthy(t *testing.T) {
 	h := newHarness(t, harnessOpts{cfg: func(c *dispatcher.Config) {
-		c.Workers, c.ProbationWorkers, c.ProbationConnsPerHost = 16, 16, 2
+		// Fewer workers than hanging hosts, in every pool but the fresh
+		// one, which takes each new host's first two attempts.
+		c.Workers, c.ProbationWorkers, c.FreshWorkers, c.ProbationConnsPerHost = 16, 16, 64, 2
 		c.MaxAckPending = 2000
 		c.Breaker = breaker.Config{Cooldown: time.Second, MaxCooldown: 2 * time.Second}
 	}})

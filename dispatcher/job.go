@@ -30,7 +30,11 @@ type job struct {
 	// failure record when the policy gives up.
 	LastStatus int
 	LastError  string
-	Body       []byte
+	// Probe: the job carries its half-open circuit's probe grant, made
+	// when a bundle was expanded. It is never re-encoded: a job handed on
+	// again competes for a probe afresh.
+	Probe bool
+	Body  []byte
 }
 
 // Header names. Nats-* are JetStream's; the rest are webhookd's own. The
@@ -115,6 +119,7 @@ func decodeJob(h nats.Header, data []byte) (job, error) {
 		EventID:    get(hdrEvent),
 		Subject:    get(hdrSubject),
 		LastError:  get(hdrLastError),
+		Probe:      get(hdrProbe) == "1",
 		Body:       data,
 	}
 	if j.DeliveryID == "" || j.WebhookID == "" || j.EventID == "" || !j.EventType.Valid() {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/webhookd/webhookd/dispatcher/breaker"
 )
 
 // queued is a job waiting in its host's lane.
@@ -39,10 +41,50 @@ type lane struct {
 	// or refuse connections — get probation limits and the probation pool.
 	proven atomic.Bool
 	// tried: an attempt to the host has finished. Until then the host is
-	// fresh: probation limits, but in the healthy pool, so that a new
-	// endpoint is not queued behind hanging hosts' probation attempts.
+	// fresh: probation limits, in a pool of its own, so that a new
+	// endpoint is queued neither behind hanging hosts' probation attempts
+	// nor in front of proven hosts' work.
 	tried    atomic.Bool
 	lastUsed atomic.Int64 // unix nanos of the last attempt's end
+
+	// reserved counts jobs a bundle expansion has published for this host
+	// that have not reached the lane yet (guarded by Dispatcher.mu); a
+	// reservation older than a delivery timeout is presumed taken by
+	// another instance.
+	reserved   int
+	reservedAt time.Time
+}
+
+// reserve reports whether a bundle may create a job for host now, and
+// counts it if so. Hosts that are not proven get a handful (their
+// probation connections, twice over); when the answer is no, wait is how
+// long the bundle should keep the webhook.
+func (d *Dispatcher) reserve(host string) (ok bool, wait time.Duration) {
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.lanes[host]
+	if l == nil {
+		l = &lane{}
+		l.lastUsed.Store(now.UnixNano())
+		d.lanes[host] = l
+	}
+	if now.Sub(l.reservedAt) > d.cfg.DeliveryTimeout {
+		l.reserved = 0
+	}
+	conns, room := d.limits(l)
+	if !l.proven.Load() {
+		room = 2 * conns
+	}
+	if len(l.queue)+l.reserved >= room {
+		if l.tried.Load() && !l.proven.Load() {
+			return false, d.cfg.DeliveryTimeout // it is timing out or refusing
+		}
+		return false, d.cfg.DeferDelay
+	}
+	l.reserved++
+	l.reservedAt = now
+	return true, 0
 }
 
 // limits returns the lane's concurrency and queue caps.
@@ -51,7 +93,7 @@ func (d *Dispatcher) limits(l *lane) (conns, queue int) {
 	case l.proven.Load():
 		return d.cfg.MaxConnsPerHost, d.cfg.HostQueue
 	case !l.tried.Load():
-		// Fresh: the probation limits, but in the healthy pool (see run).
+		// Fresh: the probation limits, in the fresh pool (see run).
 		return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 	}
 	return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
@@ -80,6 +122,7 @@ func (l *lane) progressing(now time.Time) bool {
 // circuit in that time.
 func (d *Dispatcher) enqueue(q queued) (ok bool, wait time.Duration) {
 	deadline := time.Now().Add(time.Second)
+	arrived := false // counted against the lane's reservations
 	d.mu.Lock()
 	for {
 		l := d.lanes[q.host]
@@ -87,6 +130,12 @@ func (d *Dispatcher) enqueue(q queued) (ok bool, wait time.Duration) {
 			l = &lane{}
 			l.lastUsed.Store(time.Now().UnixNano())
 			d.lanes[q.host] = l
+		}
+		if !arrived {
+			arrived = true
+			if l.reserved > 0 {
+				l.reserved--
+			}
 		}
 		conns, queueCap := d.limits(l)
 		q.trial = !l.proven.Load()
@@ -212,7 +261,12 @@ func (d *Dispatcher) run(q queued, l *lane) {
 		return
 	}
 	br := d.health.br
-	dec := br.Allow(q.job.WebhookID)
+	var dec breaker.Decision
+	if q.job.Probe && br.Status(q.job.WebhookID).State == breaker.HalfOpen {
+		dec = breaker.Decision{Allowed: true, Probe: true} // granted at expansion
+	} else {
+		dec = br.Allow(q.job.WebhookID)
+	}
 	if dec.HalfOpened {
 		d.m.transitions.WithLabelValues("half_open").Inc()
 	}
@@ -220,10 +274,16 @@ func (d *Dispatcher) run(q queued, l *lane) {
 		d.parkSync(q, spread(dec.RetryAt, br.Status(q.job.WebhookID).Cooldown))
 		return
 	}
+	// Capacity follows success: proven hosts and succeeding webhooks use
+	// the healthy pool, a host's first attempts the fresh pool, everything
+	// failing (and every probe) the probation pool.
 	pool, gauge := d.trial, d.m.probation
-	if !dec.Probe && br.Status(q.job.WebhookID).Failures == 0 &&
-		(l.proven.Load() || !l.tried.Load() || d.health.succeeding(q.job.WebhookID)) {
+	switch {
+	case dec.Probe || br.Status(q.job.WebhookID).Failures > 0:
+	case l.proven.Load() || d.health.succeeding(q.job.WebhookID):
 		pool, gauge = d.slots, d.m.inflight
+	case !l.tried.Load():
+		pool, gauge = d.fresh, d.m.fresh
 	}
 	pool <- struct{}{}
 	defer func() { <-pool }()

@@ -29,6 +29,7 @@ type metrics struct {
 	parked          *prometheus.CounterVec
 	autoDisabled    *prometheus.CounterVec
 	probation       prometheus.Gauge
+	fresh           prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -82,6 +83,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		[]string{"reason"})
 	m.probation = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
 		Name: "deliveries_probation_inflight", Help: "HTTP attempts in progress in the probation pool (new or failing destinations, probes)."})
+	m.fresh = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+		Name: "deliveries_fresh_inflight", Help: "HTTP attempts in progress to hosts not tried yet (the fresh pool)."})
 	for _, to := range []string{"open", "half_open", "closed"} {
 		m.transitions.WithLabelValues(to)
 	}
@@ -120,7 +123,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.eventsReceived, m.eventsRejected, m.jobsCreated, m.attempts,
 		m.attemptDuration, m.latency, m.failed, m.dropped, m.deferred, m.inflight, m.pendingRetry, m.backlog,
-		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation} {
+		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation, m.fresh} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatcher: register metrics: %w", err)
 		}

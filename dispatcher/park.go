@@ -52,7 +52,7 @@ func (d *Dispatcher) parkMsg(j *job, at time.Time) *nats.Msg {
 	at = at.UTC()
 	h := j.header(j.DeliveryID + ".a" + strconv.Itoa(j.Attempt) + ".p" + strconv.FormatInt(at.UnixMilli(), 10))
 	h[hdrSchedule] = []string{"@at " + at.Format(time.RFC3339Nano)}
-	h[hdrSchedTarget] = []string{d.jobSubject(j.WebhookID)}
+	h[hdrSchedTarget] = []string{d.trialSubject(j.WebhookID)}
 	return &nats.Msg{Subject: d.schedSubject(j.WebhookID, j.DeliveryID), Header: h, Data: j.Body}
 }
 

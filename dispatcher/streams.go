@@ -10,22 +10,41 @@ import (
 	"github.com/webhookd/webhookd/events"
 )
 
-// Subject layout of the deliveries stream.
+// Subject layout of the deliveries stream:
+//
+//	<root>.job.<webhook>            jobs of healthy webhooks (delivery consumer)
+//	<root>.job.p.<webhook>          jobs of new, failing or parked webhooks (probation consumer)
+//	<root>.job.p.park               bundles to expand (probation consumer)
+//	<root>.sched.<webhook>.<delivery>  a scheduled retry or parked job
+//	<root>.sched.park.<bundle>      a scheduled bundle
+//
+// Two consumers with disjoint filters mean a healthy webhook's job never
+// waits behind the jobs of dead destinations in one queue.
 func (d *Dispatcher) jobSubject(webhookID string) string {
 	return d.cfg.DeliveriesSubject + ".job." + webhookID
 }
+
+func (d *Dispatcher) trialSubject(webhookID string) string {
+	return d.cfg.DeliveriesSubject + ".job.p." + webhookID
+}
+
+func (d *Dispatcher) bundleSubject() string { return d.cfg.DeliveriesSubject + ".job.p.park" }
 
 func (d *Dispatcher) schedSubject(webhookID, deliveryID string) string {
 	return d.cfg.DeliveriesSubject + ".sched." + webhookID + "." + deliveryID
 }
 
-// setup creates or updates both streams and both durable consumers. It is
-// idempotent, so every instance runs it at start.
-func (d *Dispatcher) setup(ctx context.Context) (fan, del jetstream.Consumer, err error) {
+func (d *Dispatcher) bundleSchedSubject(id string) string {
+	return d.cfg.DeliveriesSubject + ".sched.park." + id
+}
+
+// setup creates or updates both streams and the three durable consumers.
+// It is idempotent, so every instance runs it at start.
+func (d *Dispatcher) setup(ctx context.Context) (fan, del, trial jetstream.Consumer, err error) {
 	js := d.js
 	evCfg := d.cfg.EventStream
 	if _, err := events.EnsureStream(ctx, js, evCfg); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	evName := evCfg.Name
 	root := d.cfg.DeliveriesSubject
@@ -44,7 +63,7 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del jetstream.Consumer, er
 		AllowRollup:       true,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("dispatcher: deliveries stream %s (message schedules need nats-server >= 2.12): %w", d.cfg.DeliveriesStream, err)
+		return nil, nil, nil, fmt.Errorf("dispatcher: deliveries stream %s (message schedules need nats-server >= 2.12): %w", d.cfg.DeliveriesStream, err)
 	}
 	fan, err = js.CreateOrUpdateConsumer(ctx, evName, jetstream.ConsumerConfig{
 		Durable:       d.cfg.FanoutConsumer,
@@ -57,7 +76,7 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del jetstream.Consumer, er
 		FilterSubject: evCfg.Subjects.Filter(),
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("dispatcher: fan-out consumer on %s: %w", evName, err)
+		return nil, nil, nil, fmt.Errorf("dispatcher: fan-out consumer on %s: %w", evName, err)
 	}
 	del, err = js.CreateOrUpdateConsumer(ctx, d.cfg.DeliveriesStream, jetstream.ConsumerConfig{
 		Durable:       d.cfg.DeliveryConsumer,
@@ -67,12 +86,26 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del jetstream.Consumer, er
 		MaxDeliver:    -1,
 		MaxAckPending: d.cfg.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		FilterSubject: root + ".job.>",
+		// One token: <root>.job.<webhook>, not the probation subjects.
+		FilterSubject: root + ".job.*",
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("dispatcher: delivery consumer on %s: %w", d.cfg.DeliveriesStream, err)
+		return nil, nil, nil, fmt.Errorf("dispatcher: delivery consumer on %s: %w", d.cfg.DeliveriesStream, err)
 	}
-	return fan, del, nil
+	trial, err = js.CreateOrUpdateConsumer(ctx, d.cfg.DeliveriesStream, jetstream.ConsumerConfig{
+		Durable:       d.cfg.ProbationConsumer,
+		Description:   "webhookd probation delivery: jobs of new, failing and parked webhooks, and bundles",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       d.cfg.ackWait(),
+		MaxDeliver:    -1,
+		MaxAckPending: d.cfg.ProbationAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubject: root + ".job.p.*",
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("dispatcher: probation consumer on %s: %w", d.cfg.DeliveriesStream, err)
+	}
+	return fan, del, trial, nil
 }
 
 // sample refreshes the stream-wide backlog gauges. In a multi-instance

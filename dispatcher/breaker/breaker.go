@@ -65,12 +65,16 @@ type Config struct {
 	// Probes is how many attempts a half-open circuit lets through at once.
 	// Zero means 1.
 	Probes int
+	// ProbeTimeout is how long a granted probe may stay unreported before
+	// the half-open circuit grants another: a probe whose job was handed
+	// elsewhere must not keep the circuit half-open for ever. Zero means 1m.
+	ProbeTimeout time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 }
 
 func (c *Config) setDefaults() error {
-	if c.FailureThreshold < 0 || c.TimeoutThreshold < 0 || c.Cooldown < 0 || c.MaxCooldown < 0 || c.Probes < 0 {
+	if c.FailureThreshold < 0 || c.TimeoutThreshold < 0 || c.Cooldown < 0 || c.MaxCooldown < 0 || c.Probes < 0 || c.ProbeTimeout < 0 {
 		return errors.New("breaker: thresholds, cool-downs and probes must not be negative")
 	}
 	if c.FailureThreshold == 0 {
@@ -90,6 +94,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Probes == 0 {
 		c.Probes = 1
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = time.Minute
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -114,7 +121,8 @@ type circuit struct {
 	timeouts  int // consecutive timed-out attempts
 	cooldown  time.Duration
 	openUntil time.Time
-	probing   int // probes in flight while half-open
+	probing   int       // probes in flight while half-open
+	probeAt   time.Time // when the last probe was granted
 }
 
 // New validates cfg and returns a Breaker with every circuit closed.
@@ -156,8 +164,12 @@ func (b *Breaker) Allow(key string) Decision {
 		c.probing = 0
 		halfOpened = true
 	}
+	if c.probing >= b.cfg.Probes && now.Sub(c.probeAt) > b.cfg.ProbeTimeout {
+		c.probing = 0 // the probes granted never reported
+	}
 	if c.probing < b.cfg.Probes {
 		c.probing++
+		c.probeAt = now
 		return Decision{Allowed: true, Probe: true, HalfOpened: halfOpened}
 	}
 	// Come back after the probe has had time to end (one cool-down).

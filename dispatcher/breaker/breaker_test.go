@@ -65,6 +65,12 @@ func TestStateMachine(t *testing.T) {
 			{advance: 29 * time.Second, do: "allow", allowed: false, state: Open},
 			{advance: time.Second, do: "allow", allowed: true, probe: true, state: HalfOpen},
 		}},
+		{"a probe that never reports is replaced after ProbeTimeout", []step{
+			{do: "timeout"}, {do: "timeout", state: Open, changed: true},
+			{advance: 10 * time.Second, do: "allow", allowed: true, probe: true, state: HalfOpen},
+			{advance: 59 * time.Second, do: "allow", allowed: false, state: HalfOpen},
+			{advance: 2 * time.Second, do: "allow", allowed: true, probe: true, state: HalfOpen},
+		}},
 		{"an abandoned probe frees the slot", []step{
 			{do: "timeout"}, {do: "timeout", state: Open, changed: true},
 			{advance: 10 * time.Second, do: "allow", allowed: true, probe: true, state: HalfOpen},
