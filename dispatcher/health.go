@@ -138,6 +138,15 @@ func (t *tracker) observe(r health.Record) {
 	switch r.State {
 	case health.CircuitOpen:
 		tr = t.br.Adopt(r.WebhookID, r.OpenUntil, r.Cooldown, r.ConsecutiveFailures)
+		// A failure of ours not yet shared must not overwrite the open
+		// circuit with "failing" when it is written.
+		t.mu.Lock()
+		if dr, ok := t.dirty[r.WebhookID]; ok && dr.State != health.CircuitOpen {
+			dr.State, dr.OpenUntil, dr.Cooldown = health.CircuitOpen, r.OpenUntil, r.Cooldown
+			dr.ConsecutiveFailures = max(dr.ConsecutiveFailures, r.ConsecutiveFailures)
+			t.dirty[r.WebhookID] = dr
+		}
+		t.mu.Unlock()
 	case health.Failing:
 		return
 	default: // healthy, or deleted by a reset

@@ -46,6 +46,10 @@ type lane struct {
 	// nor in front of proven hosts' work.
 	tried    atomic.Bool
 	lastUsed atomic.Int64 // unix nanos of the last attempt's end
+	// hanging: the host's latest attempt timed out. It then gets one
+	// connection, so the attempts that were running when its first
+	// timeout came end without others starting behind them.
+	hanging atomic.Bool
 
 	// reserved counts jobs a bundle expansion has published for this host
 	// that have not reached the lane yet (guarded by Dispatcher.mu); a
@@ -95,6 +99,8 @@ func (d *Dispatcher) limits(l *lane) (conns, queue int) {
 	case !l.tried.Load():
 		// Fresh: the probation limits, in the fresh pool (see run).
 		return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
+	case l.hanging.Load():
+		return 1, d.cfg.ProbationHostQueue
 	}
 	return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 }
@@ -293,6 +299,16 @@ func (d *Dispatcher) run(q queued, l *lane) {
 		d.handBack(q.msg, 0)
 		return
 	}
+	if !dec.Probe && br.Status(q.job.WebhookID).State != breaker.Closed {
+		// The circuit opened while this job waited for a worker.
+		st := br.Status(q.job.WebhookID)
+		at := st.OpenUntil
+		if now := time.Now(); at.Before(now) {
+			at = now // half-open already: back in a moment, to compete for the probe
+		}
+		d.parkSync(q, spread(at, st.Cooldown))
+		return
+	}
 	if waited > d.cfg.ackWait()/3 {
 		// Restart the ack clock so the attempt has its full deadline.
 		_ = q.msg.InProgress()
@@ -307,8 +323,14 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	switch fast := end.Sub(start) < fastAttempt; {
 	case res.kind == errNone && fast:
 		l.proven.Store(true)
+		l.hanging.Store(false)
 		l.lastFast.Store(end.UnixNano())
-	case res.kind == errTimeout || res.kind == errNetwork:
+	case res.kind == errNone:
+		l.hanging.Store(false)
+	case res.kind == errTimeout:
+		l.proven.Store(false)
+		l.hanging.Store(true)
+	case res.kind == errNetwork:
 		l.proven.Store(false)
 	}
 }
