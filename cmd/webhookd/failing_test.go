@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
 // deadHost is a destination that accepts TCP connections and never
@@ -144,16 +143,7 @@ func TestDeadHostsAreParkedAndGetEverythingBack(t *testing.T) {
 	ids := make([]string, dead)
 	for i := range hosts {
 		hosts[i] = newDeadHost(t, http.HandlerFunc(l.handler))
-		path := fmt.Sprintf("/dead-%d", i)
-		var secret string
-		ids[i], secret = d.register(hosts[i].url()+path, "workflowRun.completed", "")
-		v, err := standardwebhooks.NewWebhook(secret)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.mu.Lock()
-		l.verify[path] = v
-		l.mu.Unlock()
+		ids[i] = subscribeAt(t, d, l, hosts[i].url(), fmt.Sprintf("/dead-%d", i))
 	}
 	publishEvents(t, d.natsURL(), events)
 	waitUntil(t, 60*time.Second, "healthy receiver gets every event", func() bool {

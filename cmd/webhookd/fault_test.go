@@ -23,16 +23,22 @@ import (
 func subscribe(t *testing.T, d *daemon, l *ledger, recvURL string, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
-		path := fmt.Sprintf("/sub-%d", i)
-		_, secret := d.register(recvURL+path, "workflowRun.completed", "")
-		v, err := standardwebhooks.NewWebhook(secret)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.mu.Lock()
-		l.verify[path] = v
-		l.mu.Unlock()
+		subscribeAt(t, d, l, recvURL, fmt.Sprintf("/sub-%d", i))
 	}
+}
+
+// subscribeAt registers recvURL+path and teaches the ledger its secret.
+func subscribeAt(t *testing.T, d *daemon, l *ledger, recvURL, path string) (id string) {
+	t.Helper()
+	id, secret := d.register(recvURL+path, "workflowRun.completed", "")
+	v, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.verify[path] = v
+	l.mu.Unlock()
+	return id
 }
 
 func (l *ledger) check(t *testing.T) {
