@@ -70,10 +70,10 @@ type Config struct {
 	// MaxAckPending, so a hanging host cannot hold every unacked slot.
 	// Zero means 4096.
 	HostQueue int
-	// DeferDelay is how long a job whose proven host has no room waits, stored
+	// DeferDelay is how long a job whose busy host has no room waits, stored
 	// again as a scheduled message, before it is offered again (plus up to
-	// half as much jitter); for a host that is not proven it is
-	// DeliveryTimeout. Zero means 2s.
+	// half as much jitter); a host that is timing out waits a
+	// DeliveryTimeout instead, one not tried yet a second. Zero means 2s.
 	DeferDelay time.Duration
 	// Workers caps concurrent attempts across all hosts. Zero means 2048.
 	Workers int

@@ -60,9 +60,9 @@ type lane struct {
 }
 
 // reserve reports whether a bundle may create a job for host now, and
-// counts it if so. Hosts that are not proven get a handful (their
-// probation connections, twice over); when the answer is no, wait is how
-// long the bundle should keep the webhook.
+// counts it if so. A host that timed out gets a handful (its probation
+// connections, twice over), others their queue; when the answer is no,
+// wait is how long the bundle should keep the webhook.
 func (d *Dispatcher) reserve(host string) (ok bool, wait time.Duration) {
 	now := time.Now()
 	d.mu.Lock()
@@ -77,18 +77,30 @@ func (d *Dispatcher) reserve(host string) (ok bool, wait time.Duration) {
 		l.reserved = 0
 	}
 	conns, room := d.limits(l)
-	if !l.proven.Load() {
+	if l.hanging.Load() {
 		room = 2 * conns
 	}
 	if len(l.queue)+l.reserved >= room {
-		if l.tried.Load() && !l.proven.Load() {
-			return false, d.cfg.DeliveryTimeout // it is timing out or refusing
-		}
-		return false, d.cfg.DeferDelay
+		return false, d.overflowWait(l)
 	}
 	l.reserved++
 	l.reservedAt = now
 	return true, 0
+}
+
+// overflowWait is how long a job its lane has no room for is set aside:
+// a whole delivery timeout for a host that is timing out (its attempts in
+// flight will most likely open its circuit by then), a second for a host
+// not tried yet (its first answer, if quick, proves it), DeferDelay for a
+// busy host.
+func (d *Dispatcher) overflowWait(l *lane) time.Duration {
+	switch {
+	case l.hanging.Load():
+		return d.cfg.DeliveryTimeout
+	case !l.tried.Load():
+		return min(time.Second, d.cfg.DeferDelay)
+	}
+	return d.cfg.DeferDelay
 }
 
 // limits returns the lane's concurrency and queue caps.
@@ -122,10 +134,8 @@ func (l *lane) progressing(now time.Time) bool {
 // should slow intake, not bounce jobs. A full lane that is stuck reports
 // false at once, and the caller hands the job back to JetStream.
 //
-// When it reports false, wait is how long the job should be set aside: a
-// moment for a busy proven host, a whole delivery timeout for an unproven
-// one, whose attempts in flight will most likely time out and open its
-// circuit in that time.
+// When it reports false, wait is how long the job should be set aside
+// (see overflowWait).
 func (d *Dispatcher) enqueue(q queued) (ok bool, wait time.Duration) {
 	deadline := time.Now().Add(time.Second)
 	arrived := false // counted against the lane's reservations
@@ -149,7 +159,7 @@ func (d *Dispatcher) enqueue(q queued) (ok bool, wait time.Duration) {
 			// Unproven hosts together may not hold more of the ack-pending
 			// window than this.
 			d.mu.Unlock()
-			return false, d.cfg.DeliveryTimeout
+			return false, d.overflowWait(l)
 		}
 		if len(l.queue) < queueCap {
 			l.queue = append(l.queue, q)
@@ -167,10 +177,7 @@ func (d *Dispatcher) enqueue(q queued) (ok bool, wait time.Duration) {
 		wait := time.Until(deadline)
 		if q.trial || !l.progressing(time.Now()) || wait <= 0 {
 			d.mu.Unlock()
-			if q.trial {
-				return false, d.cfg.DeliveryTimeout
-			}
-			return false, d.cfg.DeferDelay
+			return false, d.overflowWait(l)
 		}
 		// Workers keep draining a full lane, so it stays in the map while
 		// we wait outside the lock.
