@@ -11,7 +11,7 @@
 //     by the server. Only when every job publish is acknowledged is the
 //     event acked. A malformed event is terminated, counted and logged once.
 //
-//  2. Delivery. A durable consumer on the deliveries stream hands each job
+//  2. Delivery. Durable consumers on the deliveries stream hand each job
 //     to a per-destination-host lane (bounded concurrency and queue), which
 //     POSTs the event bytes with Standard Webhooks headers. A 2xx acks the
 //     job. Any other outcome asks the retry policy for the next delay and
@@ -23,6 +23,16 @@
 //     (attempts, age, or 410 Gone) the delivery is recorded as failed in the
 //     registry and counted.
 //
+// Failing destinations are kept apart (see Config's isolation fields and
+// README "Failing endpoints"): each webhook has a circuit breaker
+// (dispatcher/breaker) whose state every instance shares through a health
+// bucket (registry/health); jobs of webhooks that are not known healthy
+// travel on probation subjects with their own consumer and ack window, as
+// one bundle per event when there are several; an open circuit's jobs are
+// parked as scheduled messages until it half-opens; attempts draw on three
+// worker pools (healthy, fresh hosts, probation); and a webhook failing for
+// DisableAfter, or answering 410, is disabled with an operational event.
+//
 // Several webhookd processes may run against one NATS cluster: they share the
-// two durable consumers and so share the work.
+// durable consumers and so share the work.
 package dispatcher
