@@ -101,6 +101,11 @@ type Config struct {
 	// 5 failures or 2 timeouts in a row open a circuit for 5s, doubling on
 	// every failed probe up to 5m).
 	Breaker breaker.Config
+	// ProvenLatency is how quickly a host must answer (any status) for its
+	// attempt to count as progress: such a host is proven and its busy lane
+	// pushes back on the consumer; one that hangs until the timeout does
+	// not, however many of its attempts end. Zero means 1s.
+	ProvenLatency time.Duration
 	// ProbationWorkers caps concurrent attempts outside the healthy pool.
 	// Zero means Workers/4.
 	ProbationWorkers int
@@ -195,6 +200,9 @@ func (c *Config) setDefaults() error {
 	def(&c.ProbationQueued, max(c.MaxAckPending/4, 1))
 	def(&c.ProbationAckPending, max(c.MaxAckPending/4, 1))
 	defs(&c.ProbationConsumer, c.DeliveryConsumer+"-probation")
+	if c.ProvenLatency <= 0 {
+		c.ProvenLatency = time.Second
+	}
 	if c.LaneIdle <= 0 {
 		c.LaneIdle = time.Minute
 	}

@@ -37,7 +37,7 @@ type lane struct {
 
 	lastFast atomic.Int64 // unix nanos of the last attempt that finished quickly
 	// proven: the host's latest attempt got an HTTP answer (any status)
-	// within fastAttempt. Unproven hosts — new ones, and ones that time out
+	// within Config.ProvenLatency. Unproven hosts — new ones, and ones that time out
 	// or refuse connections — get probation limits and the probation pool.
 	proven atomic.Bool
 	// tried: an attempt to the host has finished. Until then the host is
@@ -116,11 +116,6 @@ func (d *Dispatcher) limits(l *lane) (conns, queue int) {
 	}
 	return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 }
-
-// fastAttempt is how quick an attempt must be to count as progress. A
-// receiver that answers (even 500) within it drains its lane; one that
-// hangs until the timeout does not, however many of its attempts end.
-const fastAttempt = time.Second
 
 // progressing reports whether the lane finished a quick attempt lately: a
 // full lane that is progressing is merely busy, one that is not is stuck.
@@ -327,7 +322,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	gauge.Dec()
 	l.tried.Store(true)
 	l.lastUsed.Store(end.UnixNano())
-	switch fast := end.Sub(start) < fastAttempt; {
+	switch fast := end.Sub(start) < d.cfg.ProvenLatency; {
 	case res.kind == errNone && fast:
 		l.proven.Store(true)
 		l.hanging.Store(false)
