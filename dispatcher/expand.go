@@ -3,7 +3,6 @@ package dispatcher
 import (
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/webhookd/webhookd/dispatcher/breaker"
@@ -31,7 +30,10 @@ func (d *Dispatcher) expand(msg jetstream.Msg) {
 	p := pendingEvent{msg: msg, eventType: string(b.EventType), stage: "delivery"}
 	keep := make([]string, 0, len(b.Webhooks))
 	var soonest time.Time
-	later := func(at time.Time) {
+	// hold keeps id in the bundle, which comes back at the soonest time
+	// any webhook held in it asked for.
+	hold := func(id string, at time.Time) {
+		keep = append(keep, id)
 		if soonest.IsZero() || at.Before(soonest) {
 			soonest = at
 		}
@@ -39,53 +41,42 @@ func (d *Dispatcher) expand(msg jetstream.Msg) {
 	for _, id := range b.Webhooks {
 		t, ok, err := d.resolve(id)
 		if err != nil {
-			keep = append(keep, id)
-			later(now.Add(jitter(2 * time.Second)))
+			hold(id, now.Add(jitter(2*time.Second)))
 			continue
 		}
 		if !ok {
 			d.m.dropped.WithLabelValues("webhook_deleted").Inc()
 			continue
 		}
-		probe := false
+		probe, subject := false, d.trialSubject(id)
 		if !t.wh.Disabled { // a disabled webhook's job is recorded as failed
-			if at, open := d.parkedUntil(id, now); open {
-				keep = append(keep, id)
-				later(at)
+			r, st, at := d.route(id, now)
+			switch {
+			case r == routeParked:
+				hold(id, at)
 				continue
-			}
-			if d.healthy(id) {
+			case r == routeHealthy:
 				// It succeeded since it was bundled: the healthy subject.
-				j := b.jobFor(id, signature.DeliveryID(b.EventID, id))
-				p.add(d.js.PublishMsgAsync(&nats.Msg{Subject: d.jobSubject(id), Header: j.header(j.DeliveryID), Data: b.Body},
-					jetstream.WithStallWait(10*time.Second)))
-				p.jobs++
-				continue
-			}
-			if st := br.Status(id); st.State != breaker.Closed {
+				subject = d.jobSubject(id)
+			case st.State != breaker.Closed:
 				dec := br.Allow(id)
 				if dec.HalfOpened {
 					d.m.transitions.WithLabelValues("half_open").Inc()
 				}
 				if !dec.Allowed {
-					keep = append(keep, id)
-					later(spread(dec.RetryAt, st.Cooldown))
+					hold(id, spread(dec.RetryAt, st.Cooldown))
 					continue
 				}
 				probe = dec.Probe
-			} else if ok, wait := d.reserve(t.url.Host); !ok {
-				keep = append(keep, id)
-				later(now.Add(jitter(wait)))
-				continue
+			default:
+				if ok, wait := d.reserve(t.url.Host); !ok {
+					hold(id, now.Add(jitter(wait)))
+					continue
+				}
 			}
 		}
 		j := b.jobFor(id, signature.DeliveryID(b.EventID, id))
-		h := j.header(j.DeliveryID)
-		if probe {
-			h[hdrProbe] = []string{"1"}
-		}
-		p.add(d.js.PublishMsgAsync(&nats.Msg{Subject: d.trialSubject(id), Header: h, Data: b.Body},
-			jetstream.WithStallWait(10*time.Second)))
+		p.add(d.publishFirst(&j, subject, probe))
 		p.jobs++
 	}
 	if len(keep) > 0 {

@@ -7,7 +7,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/webhookd/webhookd/dispatcher/breaker"
 	"github.com/webhookd/webhookd/dispatcher/signature"
 	"github.com/webhookd/webhookd/events"
 )
@@ -86,13 +85,13 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 	trial, parked := d.trialBuf[:0], d.parkBuf[:0]
 	var soonest time.Time
 	for _, wh := range d.matchBuf {
-		switch at, open := d.parkedUntil(wh.ID, now); {
-		case open:
+		switch r, _, at := d.route(wh.ID, now); r {
+		case routeParked:
 			parked = append(parked, wh.ID)
 			if soonest.IsZero() || at.Before(soonest) {
 				soonest = at
 			}
-		case d.healthy(wh.ID):
+		case routeHealthy:
 			p.add(d.publishJob(ev, wh.ID, d.jobSubject(wh.ID)))
 			p.jobs++
 		default:
@@ -118,13 +117,6 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 		d.log.Error("fan-out: publish job", "event", ev.ID, "err", p.failed)
 	}
 	acks <- p
-}
-
-// healthy reports whether a webhook's jobs go straight to the healthy
-// subject: it has succeeded before and not failed since.
-func (d *Dispatcher) healthy(webhookID string) bool {
-	st := d.health.br.Status(webhookID)
-	return st.State == breaker.Closed && st.Failures == 0 && d.health.succeeding(webhookID)
 }
 
 // add records a publish's future, or its failure.
@@ -174,10 +166,19 @@ func (d *Dispatcher) publishJob(ev events.Event, webhookID, subject string) (jet
 		Attempt:    1,
 		Body:       ev.Body,
 	}
-	m := &nats.Msg{Subject: subject, Header: j.header(j.DeliveryID), Data: ev.Body}
-	// When too many publishes await their acks, wait for room (back-pressure
-	// on the events consumer) rather than fail and re-run the fan-out.
-	return d.js.PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second))
+	return d.publishFirst(&j, subject, false)
+}
+
+// publishFirst stores a job's first copy, deduplicated on its delivery id,
+// optionally carrying its circuit's probe grant. When too many publishes
+// await their acks it waits for room (back-pressure on the consumer in
+// hand) rather than fail and make the caller redo its work.
+func (d *Dispatcher) publishFirst(j *job, subject string, probe bool) (jetstream.PubAckFuture, error) {
+	h := j.header(j.DeliveryID)
+	if probe {
+		h[hdrProbe] = []string{"1"}
+	}
+	return d.js.PublishMsgAsync(&nats.Msg{Subject: subject, Header: h, Data: j.Body}, jetstream.WithStallWait(30*time.Second))
 }
 
 // acker acknowledges each event once all its jobs are stored, in arrival

@@ -278,8 +278,9 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	if dec.HalfOpened {
 		d.m.transitions.WithLabelValues("half_open").Inc()
 	}
+	st := br.Status(q.job.WebhookID)
 	if !dec.Allowed {
-		d.parkSync(q, spread(dec.RetryAt, br.Status(q.job.WebhookID).Cooldown))
+		d.parkSync(q, spread(dec.RetryAt, st.Cooldown))
 		return
 	}
 	// Capacity follows success: proven hosts and succeeding webhooks use
@@ -287,7 +288,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	// failing (and every probe) the probation pool.
 	pool, gauge := d.trial, d.m.probation
 	switch {
-	case dec.Probe || br.Status(q.job.WebhookID).Failures > 0:
+	case dec.Probe || st.Failures > 0:
 	case l.proven.Load() || d.health.succeeding(q.job.WebhookID):
 		pool, gauge = d.slots, d.m.inflight
 	case !l.tried.Load():

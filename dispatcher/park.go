@@ -30,11 +30,36 @@ import (
 // parkedUntil reports whether the webhook's circuit is open now, and until
 // when its jobs should wait.
 func (d *Dispatcher) parkedUntil(webhookID string, now time.Time) (time.Time, bool) {
-	st := d.health.br.Status(webhookID)
+	return parkedAt(d.health.br.Status(webhookID), now)
+}
+
+func parkedAt(st breaker.Status, now time.Time) (time.Time, bool) {
 	if st.State != breaker.Open || !st.OpenUntil.After(now) {
 		return time.Time{}, false
 	}
 	return spread(st.OpenUntil, st.Cooldown), true
+}
+
+// route is where a webhook's next delivery goes.
+type route uint8
+
+const (
+	routeTrial   route = iota // new or failing: the probation subject, or a bundle
+	routeHealthy              // succeeded and not failed since: the healthy subject
+	routeParked               // circuit open: wait until the returned time
+)
+
+// route decides, reading the webhook's circuit once, where its next
+// delivery goes; fan-out and bundle expansion both ask it.
+func (d *Dispatcher) route(webhookID string, now time.Time) (route, breaker.Status, time.Time) {
+	st := d.health.br.Status(webhookID)
+	if at, open := parkedAt(st, now); open {
+		return routeParked, st, at
+	}
+	if st.State == breaker.Closed && st.Failures == 0 && d.health.succeeding(webhookID) {
+		return routeHealthy, st, time.Time{}
+	}
+	return routeTrial, st, time.Time{}
 }
 
 // spread returns a time in [at, at+cooldown/2).
