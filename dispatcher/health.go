@@ -148,6 +148,19 @@ func (t *tracker) observe(r health.Record) {
 		}
 		t.mu.Unlock()
 	case health.Failing:
+		// Another instance's failure, written before it learnt that the
+		// circuit is open, must not leave the shared record saying
+		// "failing": whoever holds the circuit open writes it again.
+		if st := t.br.Status(r.WebhookID); st.State != breaker.Closed {
+			r.State, r.OpenUntil, r.Cooldown = health.CircuitOpen, st.OpenUntil.UTC(), st.Cooldown
+			r.ConsecutiveFailures = max(r.ConsecutiveFailures, st.Failures)
+			t.mu.Lock()
+			if dr, ok := t.dirty[r.WebhookID]; ok && dr.State == health.CircuitOpen {
+				r = dr // our own newer view
+			}
+			t.mu.Unlock()
+			t.put(r, true)
+		}
 		return
 	default: // healthy, or deleted by a reset
 		tr = t.br.Reset(r.WebhookID)

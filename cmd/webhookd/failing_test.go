@@ -295,6 +295,13 @@ func TestTwoInstancesHonourOneCircuit(t *testing.T) {
 	waitUntil(t, 30*time.Second, "circuit open on both instances", func() bool {
 		return metricValue(t, a, "webhookd_circuits_open") == 1 && metricValue(t, b, "webhookd_circuits_open") == 1
 	})
+	// The circuit is shared within seconds: both APIs show it open, however
+	// the two instances' records of their last failures interleaved.
+	opened := time.Now()
+	waitUntil(t, 5*time.Second, "circuit_open through both APIs", func() bool {
+		return a.webhook(id).Health.State == "circuit_open" && b.webhook(id).Health.State == "circuit_open"
+	})
+	t.Logf("both APIs showed circuit_open %s after both breakers had opened", time.Since(opened).Round(time.Millisecond))
 	for name, d := range map[string]*daemon{"a": a, "b": b} {
 		if h := d.webhook(id).Health; h.State != "circuit_open" || h.LastStatus != 503 {
 			t.Errorf("health through %s = %+v, want circuit_open after 503s", name, h)
