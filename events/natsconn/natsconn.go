@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -134,9 +135,17 @@ func Connect(cfg Config) (*nats.Conn, error) {
 			connected.Set(1)
 			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
 		}),
-		nats.ClosedHandler(func(*nats.Conn) {
+		// A failed attempt is reported once per distinct error and then at
+		// most once a minute: an outage must be visible (a wrong password
+		// reads "authorization violation") without a line per second.
+		nats.ReconnectErrHandler(attemptLogger(log, time.Minute)),
+		// nats.go gives up for good after the same authentication error
+		// twice. A daemon must not: the operator fixes the credentials on
+		// the server and webhookd recovers without a restart.
+		nats.IgnoreAuthErrorAbort(),
+		nats.ClosedHandler(func(nc *nats.Conn) {
 			connected.Set(0)
-			log.Info("nats connection closed")
+			log.Info("nats connection closed", "err", nc.LastError())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
@@ -179,4 +188,31 @@ func Connect(cfg Config) (*nats.Conn, error) {
 		log.Warn("nats not reachable yet, retrying in the background", "err", nc.LastError())
 	}
 	return nc, nil
+}
+
+// attemptLogger returns a handler for failed connection attempts that logs
+// each new error at once and repeats an unchanged one at most every quiet.
+func attemptLogger(log *slog.Logger, quiet time.Duration) nats.ConnErrHandler {
+	var (
+		mu     sync.Mutex
+		last   string
+		logged time.Time
+		missed int
+	)
+	return func(_ *nats.Conn, err error) {
+		if err == nil {
+			return
+		}
+		mu.Lock()
+		msg := err.Error()
+		if msg == last && time.Since(logged) < quiet {
+			missed++
+			mu.Unlock()
+			return
+		}
+		repeats := missed
+		last, logged, missed = msg, time.Now(), 0
+		mu.Unlock()
+		log.Warn("nats connect attempt failed", "err", err, "repeats_since_last_log", repeats)
+	}
 }

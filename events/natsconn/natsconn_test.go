@@ -110,6 +110,12 @@ func TestConnectUserPasswordOverTLS(t *testing.T) {
 	if nc.IsConnected() {
 		t.Error("connected with a wrong password")
 	}
+	// nats.go closes a connection after the same auth error twice; the
+	// daemon's connection keeps trying so fixed credentials recover it.
+	time.Sleep(300 * time.Millisecond)
+	if nc.IsClosed() {
+		t.Error("connection closed for good after repeated authorization failures")
+	}
 
 	// Without the CA the server's certificate is not trusted.
 	nc2, err := Connect(Config{URL: url, User: "webhookd", Password: "s3cret-pass", ReconnectWait: 50 * time.Millisecond,
