@@ -29,6 +29,20 @@ type Config struct {
 	// does not know: with several instances, the job may have arrived before
 	// the registration did. Nil treats an unknown webhook as deleted.
 	Lookup Lookup
+	// Registry, when set, is the shared registry's freshness barrier: fan-out
+	// takes no event before it has synced once (the join gate), and matches
+	// each fetched batch only after a Sync that began after the batch
+	// arrived, so every registration acknowledged by any instance before an
+	// event was stored is matched. Nil (a registry local to this instance)
+	// matches at once.
+	Registry RegistrySync
+	// RegistrySyncTimeout bounds one batch's wait for Registry; a batch that
+	// waits longer is handed back (NAK) and fanned out again after
+	// RegistrySyncRetry. Zero means 5s; it must stay well below the events
+	// consumer's ack wait.
+	RegistrySyncTimeout time.Duration
+	// RegistrySyncRetry is the redelivery delay of such a batch. Zero means 1s.
+	RegistrySyncRetry time.Duration
 	// Client performs the HTTP attempts; build it with dispatcher/transport so
 	// it carries the SSRF guard, timeouts and no-redirect policy. Required.
 	Client *http.Client
@@ -202,6 +216,12 @@ func (c *Config) setDefaults() error {
 	defs(&c.ProbationConsumer, c.DeliveryConsumer+"-probation")
 	if c.ProvenLatency <= 0 {
 		c.ProvenLatency = time.Second
+	}
+	if c.RegistrySyncTimeout <= 0 {
+		c.RegistrySyncTimeout = 5 * time.Second
+	}
+	if c.RegistrySyncRetry <= 0 {
+		c.RegistrySyncRetry = time.Second
 	}
 	if c.LaneIdle <= 0 {
 		c.LaneIdle = time.Minute

@@ -131,11 +131,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// so one round's request overlaps the other's handling.
 	pullCtx, stopPulling := context.WithCancel(context.Background())
 	var pulling sync.WaitGroup
-	pulling.Go(func() { d.pullLoop(pullCtx, "fan-out", fan, func(m jetstream.Msg) { d.fanout(m, acks) }) })
+	pulling.Go(func() { d.pullLoop(pullCtx, "fan-out", fan, true, func(m jetstream.Msg) { d.fanout(m, acks) }) })
 	for range 2 {
-		pulling.Go(func() { d.pullLoop(pullCtx, "delivery", del, d.receive) })
+		pulling.Go(func() { d.pullLoop(pullCtx, "delivery", del, false, d.receive) })
 	}
-	pulling.Go(func() { d.pullLoop(pullCtx, "probation", trial, d.receive) })
+	pulling.Go(func() { d.pullLoop(pullCtx, "probation", trial, false, d.receive) })
 	d.ready.Store(true)
 	d.log.Info("dispatcher running", "events_stream", d.cfg.EventStream.Name, "deliveries_stream", d.cfg.DeliveriesStream)
 

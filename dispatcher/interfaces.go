@@ -33,6 +33,16 @@ type Lookup interface {
 	Lookup(ctx context.Context, id string) (*registry.Webhook, bool, error)
 }
 
+// RegistrySync tells fan-out when the local copy of a shared registry is
+// current. replica.Replica satisfies it.
+type RegistrySync interface {
+	// Sync returns nil once the local registry has applied every change the
+	// shared registry had stored when Sync was called, and an error when
+	// that cannot be confirmed before ctx ends (or the registry is stuck on
+	// an entry it cannot apply).
+	Sync(ctx context.Context) error
+}
+
 // HealthStore shares webhook health between instances. health.Store
 // satisfies it; Health is a local read, Put and Reset network writes.
 type HealthStore interface {

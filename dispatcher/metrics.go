@@ -30,6 +30,8 @@ type metrics struct {
 	autoDisabled    *prometheus.CounterVec
 	probation       prometheus.Gauge
 	fresh           prometheus.Gauge
+	syncWait        prometheus.Histogram
+	syncFailed      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -85,6 +87,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "deliveries_probation_inflight", Help: "HTTP attempts in progress in the probation pool (new or failing destinations, probes)."})
 	m.fresh = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
 		Name: "deliveries_fresh_inflight", Help: "HTTP attempts in progress to hosts not tried yet (the fresh pool)."})
+	m.syncWait = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns,
+		Name: "fanout_registry_sync_seconds", Help: "Time fan-out waited, per fetched batch of events, for the shared registry to be applied up to its latest revision (the read-your-writes barrier).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}})
+	m.syncFailed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns,
+		Name: "fanout_registry_sync_failures_total", Help: "Batches of events handed back unmatched because the shared registry could not be confirmed current in time (they are fanned out again shortly, here or elsewhere)."})
 	for _, to := range []string{"open", "half_open", "closed"} {
 		m.transitions.WithLabelValues(to)
 	}
@@ -123,7 +130,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.eventsReceived, m.eventsRejected, m.jobsCreated, m.attempts,
 		m.attemptDuration, m.latency, m.failed, m.dropped, m.deferred, m.inflight, m.pendingRetry, m.backlog,
-		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation, m.fresh} {
+		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation, m.fresh, m.syncWait, m.syncFailed} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatcher: register metrics: %w", err)
 		}

@@ -25,7 +25,15 @@ const pullWait = time.Second
 // until the idle-heartbeat check fires 30 s later). A Fetch round owns its
 // request outright: it ends when the batch is full or the server expires
 // it, and the next round asks afresh.
-func (d *Dispatcher) pullLoop(ctx context.Context, stage string, cons jetstream.Consumer, handle func(jetstream.Msg)) {
+//
+// With gated set (the fan-out stage of a shared registry), no request is
+// made before the registry has synced once, and each run of messages is
+// handled only after a registry sync (see barrier.go).
+func (d *Dispatcher) pullLoop(ctx context.Context, stage string, cons jetstream.Consumer, gated bool, handle func(jetstream.Msg)) {
+	gated = gated && d.cfg.Registry != nil
+	if gated && !d.joinGate(ctx) {
+		return
+	}
 	retry := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(d.cfg.FetchBatch, jetstream.FetchMaxWait(pullWait))
@@ -47,8 +55,12 @@ func (d *Dispatcher) pullLoop(ctx context.Context, stage string, cons jetstream.
 			continue
 		}
 		retry = 100 * time.Millisecond
-		for msg := range batch.Messages() {
-			handle(msg)
+		if gated {
+			d.handleSynced(ctx, batch.Messages(), handle)
+		} else {
+			for msg := range batch.Messages() {
+				handle(msg)
+			}
 		}
 		if err := batch.Error(); err != nil && !quietPullErr(err) {
 			d.log.Warn("pull request ended early", "stage", stage, "err", err)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -65,18 +66,23 @@ type Change struct {
 // 0) as the point to resume from. A value for an id the Store has replaces
 // that webhook (an update). It is idempotent: applying an entry twice, or
 // deleting an id the Store never had, changes nothing.
-func (s *Store) ApplyChanges(changes []Change) error {
+//
+// Each value is decoded and held to the API's rules first (see Refusal):
+// an invalid one is applied as a deletion of its id, one sealed with an
+// unknown key changes nothing. Both are returned, in order; the error is
+// for bbolt failures only, after which nothing was applied.
+func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 	if len(changes) == 0 {
-		return nil
+		return nil, nil
 	}
 	// Held across the transaction and the index updates: two appliers of
 	// one webhook (the watch and a write applying its own change) must
 	// reach the index in the order they reached bbolt.
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	puts, err := s.decodeChanges(changes)
+	puts, refused, err := s.decodeChanges(changes)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// after is each touched id's webhook once the run is applied (nil:
 	// deleted), so that later entries of a run see the earlier ones.
@@ -107,7 +113,10 @@ func (s *Store) ApplyChanges(changes []Change) error {
 				continue
 			}
 			old := current(c.ID)
-			if c.Value != nil {
+			if c.Value != nil && puts[i] == errSealedEntry {
+				continue // not ours to open: the copy stays as it was
+			}
+			if c.Value != nil && puts[i] != errInvalidEntry {
 				w := puts[i]
 				if w == nil {
 					continue // bbolt and the index hold these bytes already
@@ -151,7 +160,7 @@ func (s *Store) ApplyChanges(changes []Change) error {
 		return tx.Bucket(bucketMeta).Put(keyRevision, rev[:])
 	})
 	if err != nil {
-		return fmt.Errorf("registry: apply journal: %w", err)
+		return nil, fmt.Errorf("registry: apply journal: %w", err)
 	}
 	for _, id := range order {
 		if w := after[id]; w != nil {
@@ -162,17 +171,25 @@ func (s *Store) ApplyChanges(changes []Change) error {
 			s.count.Add(-1)
 		}
 	}
-	return nil
+	return refused, nil
 }
 
-// decodeChanges decodes the values of a run of journal entries; it leaves
-// nil for deletions and for values bbolt already holds byte for byte (the
-// echo of a change this Store applied itself, or a whole journal replayed
-// over an existing copy), which then need no unseal and decode. Decoding
-// happens before the write transaction so that it does not hold up other
-// writers.
-func (s *Store) decodeChanges(changes []Change) ([]*Webhook, error) {
+// Markers decodeChanges leaves for refused values: an invalid entry is
+// applied as a deletion, a sealed one not at all.
+var (
+	errInvalidEntry = new(Webhook)
+	errSealedEntry  = new(Webhook)
+)
+
+// decodeChanges decodes and vets the values of a run of journal entries;
+// it leaves nil for deletions and for values bbolt already holds byte for
+// byte (the echo of a change this Store applied itself, or a whole journal
+// replayed over an existing copy), which then need no unseal and decode,
+// and a marker for each refused value. Decoding happens before the write
+// transaction so that it does not hold up other writers.
+func (s *Store) decodeChanges(changes []Change) ([]*Webhook, []Refusal, error) {
 	puts := make([]*Webhook, len(changes))
+	var refused []Refusal
 	var touched map[string]struct{} // ids an earlier entry of the run changes
 	err := s.db.View(func(tx *bolt.Tx) error {
 		root := tx.Bucket(bucketWebhooks)
@@ -193,18 +210,19 @@ func (s *Store) decodeChanges(changes []Change) ([]*Webhook, error) {
 					continue
 				}
 			}
-			w, _, err := s.decode(c.Value)
-			if err != nil {
-				return fmt.Errorf("registry: journal entry %s: %w", c.ID, err)
-			}
-			if w.ID != c.ID {
-				return fmt.Errorf("registry: journal entry %s holds webhook %s", c.ID, w.ID)
+			w, r := s.checkEntry(c)
+			if r != nil {
+				refused = append(refused, *r)
+				w = errInvalidEntry
+				if r.Reason == RefusedSealed {
+					w = errSealedEntry
+				}
 			}
 			puts[i] = w
 		}
 		return nil
 	})
-	return puts, err
+	return puts, refused, err
 }
 
 // JournalRevision is the last journal revision ApplyChanges recorded; 0
@@ -231,4 +249,34 @@ func (s *Store) IDs(fn func(id string, value []byte) error) error {
 			})
 		})
 	})
+}
+
+// keyCurrentAt is the meta key holding when this Store last knew it had
+// applied the whole journal.
+var keyCurrentAt = []byte("journal-current-at")
+
+// MarkJournalCurrent records that the Store had applied the whole journal
+// at t. A journal whose deletions expire uses it on restart to tell a
+// short absence (resume) from a long one (read everything again).
+func (s *Store) MarkJournalCurrent(t time.Time) error {
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(t.UnixNano()))
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCurrentAt, v[:]) })
+	if err != nil {
+		return fmt.Errorf("registry: mark journal current: %w", err)
+	}
+	return nil
+}
+
+// JournalCurrentAt is the time MarkJournalCurrent last recorded; zero if
+// never.
+func (s *Store) JournalCurrentAt() (time.Time, error) {
+	var t time.Time
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyCurrentAt); len(v) == 8 {
+			t = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		}
+		return nil
+	})
+	return t, err
 }

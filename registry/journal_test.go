@@ -70,11 +70,11 @@ func TestApplyChangesUpdates(t *testing.T) {
 				return out
 			}
 			for _, w := range tc.setup {
-				if err := s.ApplyChanges(changes([]Webhook{w})); err != nil {
+				if _, err := s.ApplyChanges(changes([]Webhook{w})); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := s.ApplyChanges(changes(tc.run)); err != nil {
+			if _, err := s.ApplyChanges(changes(tc.run)); err != nil {
 				t.Fatal(err)
 			}
 			ixw, inIndex := s.Index().Get(base.ID)
@@ -144,7 +144,8 @@ type loopJournal struct {
 func (j *loopJournal) Put(_ context.Context, id string, v []byte) error {
 	j.values[id] = v
 	j.rev++
-	return j.s.ApplyChanges([]Change{{ID: id, Value: v, Revision: j.rev}})
+	_, err := j.s.ApplyChanges([]Change{{ID: id, Value: v, Revision: j.rev}})
+	return err
 }
 
 func (j *loopJournal) Update(_ context.Context, id string, change func([]byte) ([]byte, error)) error {
@@ -163,5 +164,6 @@ func (j *loopJournal) Update(_ context.Context, id string, change func([]byte) (
 func (j *loopJournal) Delete(_ context.Context, id string) error {
 	delete(j.values, id)
 	j.rev++
-	return j.s.ApplyChanges([]Change{{ID: id, Revision: j.rev}})
+	_, err := j.s.ApplyChanges([]Change{{ID: id, Revision: j.rev}})
+	return err
 }

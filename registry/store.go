@@ -44,6 +44,10 @@ type Config struct {
 	// sealed with its first key is re-sealed at Open (migration and key
 	// rotation). Nil stores secrets as they are.
 	Sealer *Sealer
+	// Validator vets webhooks that arrive through a Journal with the API's
+	// rules (see ApplyChanges); pass the API's, so both use one SSRF
+	// policy. The zero value has SSRF protection on.
+	Validator Validator
 }
 
 // Store persists webhooks, failed deliveries and bootstrap API keys in
@@ -55,6 +59,10 @@ type Store struct {
 	maxFailures int
 	count       atomic.Int64
 	journal     Journal // nil: writes go straight to bbolt
+	validator   Validator
+	// requireSealed refuses plaintext secrets in journal entries.
+	requireSealed atomic.Bool
+	resealed      int // secrets Open re-sealed (rotation or migration)
 	// wmu orders the writes that replace or delete a stored webhook with
 	// their index updates, so that two changes of one webhook reach the
 	// index in the order they reached bbolt. Creations do not take it
@@ -86,7 +94,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: open %s: %w", cfg.Path, err)
 	}
-	s := &Store{db: db, sealer: cfg.Sealer, ix: newIndex(), maxFailures: maxF}
+	s := &Store{db: db, sealer: cfg.Sealer, ix: newIndex(), maxFailures: maxF, validator: cfg.Validator}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -152,10 +160,25 @@ func (s *Store) init() error {
 			return fmt.Errorf("registry: re-seal secrets: %w", err)
 		}
 	}
+	s.resealed = len(reseal)
 	s.ix.bulkLoad(all)
 	s.count.Store(int64(len(all)))
 	settleAfterLoad(s.db, s.db.Path(), len(all))
 	return nil
+}
+
+// ResealedAtOpen is how many secrets Open re-sealed under the first key:
+// non-zero right after a key rotation or after turning encryption on,
+// when a shared copy of the registry needs re-sealing too.
+func (s *Store) ResealedAtOpen() int { return s.resealed }
+
+// SealingKeyID names the key new secrets are sealed with (a short hash,
+// never the key); empty when secrets are not encrypted.
+func (s *Store) SealingKeyID() string {
+	if s.sealer == nil {
+		return ""
+	}
+	return s.sealer.ids[0]
 }
 
 // Close closes the bbolt file.

@@ -45,6 +45,7 @@ type options struct {
 	adminAddr      string
 	encryptionKey  string
 	healthBucket   string
+	tombstoneGrace time.Duration
 	disableAfter   time.Duration
 	disableOnGone  bool
 	cbFailures     int
@@ -98,6 +99,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.delivStream, "deliveries-stream", "WEBHOOKD_DELIVERIES", "JetStream stream holding delivery jobs and scheduled retries")
 	fs.StringVar(&o.delivSubject, "deliveries-subject", "webhookd.deliveries", "subject root of the deliveries stream (must not overlap the event subjects)")
 	fs.StringVar(&o.registryBucket, "registry-bucket", "WEBHOOKD_REGISTRY", "JetStream key-value bucket through which all instances share the subscriptions (empty: keep them local to this instance)")
+	fs.DurationVar(&o.tombstoneGrace, "registry-tombstone-grace", 24*time.Hour, "how long a deleted subscription's marker stays in the shared registry before it is compacted; an instance away for more than half of it re-reads the whole registry on return")
 	fs.StringVar(&o.healthBucket, "health-bucket", "WEBHOOKD_HEALTH", "JetStream key-value bucket through which all instances share endpoint health and open circuits (empty: keep them local to this instance)")
 	fs.DurationVar(&o.disableAfter, "disable-after", 5*24*time.Hour, "disable a webhook whose deliveries have failed without a single success for this long (0: never)")
 	fs.BoolVar(&o.disableOnGone, "disable-on-gone", true, "disable a webhook whose receiver answers 410 Gone")
@@ -203,6 +205,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--stream-replicas must be 1 to 5, got %d", o.replicas)
 	case o.dataDir == "":
 		return errors.New("--data-dir must not be empty")
+	case o.tombstoneGrace < time.Minute:
+		return fmt.Errorf("--registry-tombstone-grace must be at least 1m, got %s", o.tombstoneGrace)
 	}
 	for flagName, v := range map[string]string{"--events-stream": o.eventsStream, "--deliveries-stream": o.delivStream,
 		"--fanout-consumer": o.fanoutCons, "--delivery-consumer": o.deliverCons} {

@@ -67,7 +67,14 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--encryption-key: %w", err)
 	}
-	store, err := registry.Open(registry.Config{Path: filepath.Join(o.dataDir, "webhookd.db"), Registerer: reg, Sealer: sealer})
+	// One SSRF policy for the API, journal entries and the dialer.
+	guard, err := targetGuard(o)
+	if err != nil {
+		return err
+	}
+	validator := registry.Validator{Guard: guard}
+	store, err := registry.Open(registry.Config{Path: filepath.Join(o.dataDir, "webhookd.db"), Registerer: reg, Sealer: sealer,
+		Validator: validator})
 	if err != nil {
 		return err
 	}
@@ -123,7 +130,8 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("jetstream: %w", err)
 		}
-		rep, err = replica.New(replica.Config{JetStream: js, Store: store, Bucket: o.registryBucket, Replicas: o.replicas, Logger: log})
+		rep, err = replica.New(replica.Config{JetStream: js, Store: store, Bucket: o.registryBucket, Replicas: o.replicas,
+			TombstoneGrace: o.tombstoneGrace, Logger: log, Registerer: reg})
 		if err != nil {
 			return err
 		}
@@ -133,10 +141,6 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	}
 
 	// 4. Dispatcher.
-	guard, err := targetGuard(o)
-	if err != nil {
-		return err
-	}
 	var roots *x509.CertPool
 	if o.caFile != "" {
 		if roots, err = loadCAs(o.caFile); err != nil {
@@ -166,7 +170,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		}
 	}
 	disp, err = dispatcher.New(dispatcher.Config{
-		Conn: nc, Subscriptions: store.Index(), Lookup: lookupOf(rep), Failures: store, Client: client,
+		Conn: nc, Subscriptions: store.Index(), Lookup: lookupOf(rep), Registry: registrySyncOf(rep), Failures: store, Client: client,
 		EventStream: events.StreamConfig{
 			Name: o.eventsStream, Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
 		},
@@ -199,7 +203,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 
 	// 5. HTTP API.
 	srv, err := api.New(api.Config{
-		Store: store, Keys: keys, Validator: registry.Validator{Guard: guard},
+		Store: store, Keys: keys, Validator: validator,
 		Logger: log, Gatherer: reg, Registerer: reg, Redeliver: disp, Health: disp,
 		Ready: func() error {
 			if !nc.IsConnected() {
@@ -268,6 +272,13 @@ func healthOf(hs *health.Store) dispatcher.HealthStore {
 
 // lookupOf keeps a nil *Replica from becoming a non-nil interface.
 func lookupOf(rep *replica.Replica) dispatcher.Lookup {
+	if rep == nil {
+		return nil
+	}
+	return rep
+}
+
+func registrySyncOf(rep *replica.Replica) dispatcher.RegistrySync {
 	if rep == nil {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,24 +19,62 @@ var errReconnected = errors.New("reconnected to NATS")
 // catching up.
 const maxBatch = 4096
 
+// markCurrentEvery is how often a caught-up instance records that it is
+// current, which a restart compares with the tombstone grace.
+const markCurrentEvery = time.Minute
+
+// How a watch starts, decided from the Store's resume point.
+type startMode int
+
+const (
+	resume      startMode = iota // from the revision after the last applied
+	firstSync                    // whole bucket; publish what only we have (first replication)
+	rebuildCopy                  // whole bucket; drop what only we have (away too long)
+)
+
+// start decides where follow begins, and why.
+func (r *Replica) start(ctx context.Context, kv jetstream.KeyValue) (uint64, startMode, error) {
+	store := r.cfg.Store
+	rev, err := store.JournalRevision()
+	if err != nil {
+		return 0, resume, err
+	}
+	last, err := lastRevision(ctx, kv)
+	if err != nil {
+		return 0, resume, err
+	}
+	switch {
+	case rev == 0:
+		return 0, firstSync, nil
+	case rev > last:
+		// The bucket is younger than our copy (recreated or purged): read
+		// it whole, and republish what only we still have.
+		r.log.Warn("the shared registry is behind this instance's copy; resynchronising",
+			"applied_revision", rev, "bucket_revision", last)
+		return 0, firstSync, nil
+	}
+	at, err := store.JournalCurrentAt()
+	if err != nil {
+		return 0, resume, err
+	}
+	// Delete markers older than the grace are compacted away, so after a
+	// long absence resuming could miss deletions: rebuild from the bucket.
+	// Half the grace leaves room for clock skew between machines.
+	if away := time.Since(at); at.IsZero() || away > r.cfg.TombstoneGrace/2 {
+		r.log.Info("this instance was away longer than half the tombstone grace; reading the whole shared registry",
+			"away", away.Round(time.Second), "tombstone_grace", r.cfg.TombstoneGrace)
+		return 0, rebuildCopy, nil
+	}
+	return rev, resume, nil
+}
+
 // follow applies the bucket's changes from the Store's last applied
 // revision on, until the watch ends or ctx does.
 func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 	store := r.cfg.Store
-	rev, err := store.JournalRevision()
+	rev, mode, err := r.start(ctx, kv)
 	if err != nil {
 		return err
-	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("bucket status: %w", err)
-	}
-	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && rev > bs.StreamInfo().State.LastSeq {
-		// The bucket is younger than our copy (recreated or purged): read
-		// it whole, and republish what only we still have.
-		r.log.Warn("the shared registry is behind this instance's copy; resynchronising",
-			"applied_revision", rev, "bucket_revision", bs.StreamInfo().State.LastSeq)
-		rev = 0
 	}
 	r.applyMu.Lock()
 	r.watched.Store(rev)
@@ -60,14 +99,23 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 	defer func() { _ = w.Stop() }()
 
-	// On a first sync, remember every key the bucket knows (values and
-	// deletions alike), so the local-only ones can be published after.
-	var seen map[string]struct{}
-	if rev == 0 {
-		seen = make(map[string]struct{})
+	// Reading the whole bucket, remember every key it knows and whether it
+	// holds a value, to settle the keys only the local copy has.
+	var seen map[string]bool
+	if mode != resume {
+		seen = make(map[string]bool)
 	}
+	caughtUp := false
+	var markedAt time.Time
 	updates := w.Updates()
 	batch := make([]registry.Change, 0, maxBatch)
+	add := func(e jetstream.KeyValueEntry) {
+		c := r.change(e)
+		batch = append(batch, c)
+		if seen != nil && c.ID != "" {
+			seen[c.ID] = c.Value != nil
+		}
+	}
 	for {
 		var e jetstream.KeyValueEntry
 		var ok bool
@@ -81,29 +129,23 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 		if !ok {
 			return errors.New("watch closed")
 		}
-		caughtUp := e == nil
-		if !caughtUp {
-			batch = append(batch, change(e))
-			if seen != nil {
-				seen[e.Key()] = struct{}{}
-			}
+		reached := e == nil
+		if !reached {
+			add(e)
 		}
 		// Take whatever else is already waiting into the same transaction.
 	drain:
-		for !caughtUp && len(batch) < maxBatch {
+		for !reached && len(batch) < maxBatch {
 			select {
 			case e, ok = <-updates:
 				if !ok {
 					break drain
 				}
 				if e == nil {
-					caughtUp = true
+					reached = true
 					break drain
 				}
-				batch = append(batch, change(e))
-				if seen != nil {
-					seen[e.Key()] = struct{}{}
-				}
+				add(e)
 			default:
 				break drain
 			}
@@ -112,20 +154,32 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 			return err
 		}
 		batch = batch[:0]
-		if caughtUp && !r.synced.Load() {
-			if seen != nil {
-				if err := r.publishLocalOnly(ctx, kv, seen); err != nil {
-					return err
-				}
-				seen = nil
+		if reached && !caughtUp {
+			caughtUp = true
+			if err := r.settleLocalOnly(ctx, kv, mode, seen); err != nil {
+				return err
 			}
-			r.synced.Store(true)
-			r.log.Info("registry in sync with the shared registry", "bucket", r.cfg.Bucket, "subscriptions", store.Count())
+			seen = nil
+			if !r.synced.Swap(true) {
+				r.log.Info("registry in sync with the shared registry", "bucket", r.cfg.Bucket, "subscriptions", store.Count())
+			}
+		}
+		if caughtUp && time.Since(markedAt) >= markCurrentEvery {
+			if err := store.MarkJournalCurrent(time.Now()); err != nil {
+				return err
+			}
+			markedAt = time.Now()
 		}
 	}
 }
 
-func change(e jetstream.KeyValueEntry) registry.Change {
+// change turns a bucket entry into a Store change; the sealing marker
+// changes no webhook (its revision still counts as applied).
+func (r *Replica) change(e jetstream.KeyValueEntry) registry.Change {
+	if e.Key() == markerKey {
+		r.observeMarker(e)
+		return registry.Change{Revision: e.Revision()}
+	}
 	c := registry.Change{ID: e.Key(), Revision: e.Revision()}
 	if e.Operation() == jetstream.KeyValuePut {
 		c.Value = e.Value()
@@ -133,9 +187,9 @@ func change(e jetstream.KeyValueEntry) registry.Change {
 	return c
 }
 
-// apply applies a batch; when the batch is refused (an entry that does not
-// decode, e.g. written by hand), it applies the entries one by one and
-// skips, with a log line, the ones that cannot be applied.
+// apply applies a batch in one Store transaction, passing over the
+// entries this instance already has newer states of, and records what the
+// Store refused.
 func (r *Replica) apply(batch []registry.Change) error {
 	if len(batch) == 0 {
 		return nil
@@ -148,13 +202,11 @@ func (r *Replica) apply(batch []registry.Change) error {
 			batch[i] = registry.Change{Revision: c.Revision} // no change; the revision still counts
 		}
 	}
-	if err := r.cfg.Store.ApplyChanges(batch); err != nil {
-		for _, c := range batch {
-			if err := r.cfg.Store.ApplyChanges([]registry.Change{c}); err != nil {
-				r.log.Error("skipping a shared-registry entry that cannot be applied", "key", c.ID, "revision", c.Revision, "err", err)
-			}
-		}
+	refused, err := r.cfg.Store.ApplyChanges(batch)
+	if err != nil {
+		return err
 	}
+	r.judge(batch, refused)
 	if last := batch[len(batch)-1].Revision; last > r.watched.Load() {
 		r.watched.Store(last)
 	}
@@ -174,22 +226,52 @@ func (r *Replica) behind(c registry.Change) bool {
 	return ok && c.Revision < rev
 }
 
-// publishLocalOnly writes the Store's webhooks that the bucket has never
-// seen: the first start of replication on an existing data dir.
-func (r *Replica) publishLocalOnly(ctx context.Context, kv jetstream.KeyValue, seen map[string]struct{}) error {
-	n := 0
+// settleLocalOnly handles, after reading the whole bucket, the webhooks
+// only the local copy has: on a first sync they are published (the first
+// start of replication on an existing data dir, or a bucket that was
+// lost); after a long absence they are dropped, because the bucket's
+// deletion of them may have been compacted away.
+func (r *Replica) settleLocalOnly(ctx context.Context, kv jetstream.KeyValue, mode startMode, seen map[string]bool) error {
+	if mode == resume {
+		return nil
+	}
+	var publish, drop []string
+	values := make(map[string][]byte)
 	err := r.cfg.Store.IDs(func(id string, value []byte) error {
-		if _, ok := seen[id]; ok {
-			return nil
+		hasValue, known := seen[id]
+		switch {
+		case mode == firstSync && !known:
+			publish = append(publish, id)
+			values[id] = value
+		case mode == rebuildCopy && !hasValue:
+			drop = append(drop, id)
 		}
-		if _, err := kv.Create(ctx, id, value); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("publish %s: %w", id, err)
-		}
-		n++
 		return nil
 	})
-	if n > 0 {
-		r.log.Info("published local subscriptions to the shared registry", "count", n)
+	if err != nil {
+		return err
 	}
-	return err
+	for _, id := range publish {
+		if _, err := kv.Create(ctx, id, values[id]); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("publish %s: %w", id, err)
+		}
+	}
+	if len(publish) > 0 {
+		r.log.Info("published local subscriptions to the shared registry", "count", len(publish))
+	}
+	if len(drop) == 0 {
+		return nil
+	}
+	changes := make([]registry.Change, len(drop))
+	for i, id := range drop {
+		changes[i] = registry.Change{ID: id}
+	}
+	r.applyMu.Lock()
+	_, err = r.cfg.Store.ApplyChanges(changes)
+	r.applyMu.Unlock()
+	if err != nil {
+		return err
+	}
+	r.log.Info("dropped local subscriptions the shared registry no longer has", "count", len(drop))
+	return nil
 }

@@ -14,7 +14,16 @@
 // replication publishes any subscriptions the local file already had.
 //
 // Secrets travel as the Store keeps them: sealed when --encryption-key is
-// set, which then must be the same on every instance.
+// set, which then must open every entry on every instance. After a key
+// rotation, or when encryption is turned on, the instance that re-sealed
+// its own copy re-seals the bucket's entries too (reseal.go).
+//
+// The bucket is not trusted: every entry is held to the API's rules before
+// it is applied (registry.Refusal), and an entry this instance cannot open
+// makes it not ready instead of being skipped (trust.go). Sync is the
+// read-your-writes barrier fan-out waits on (sync.go); delete markers are
+// compacted after a grace period, and an instance away for longer than
+// that reads the bucket whole again (compact.go).
 package replica
 
 import (
@@ -27,6 +36,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/webhookd/webhookd/registry"
 )
@@ -43,8 +53,20 @@ type Config struct {
 	Replicas int
 	// WriteTimeout bounds one write to the bucket. Zero means 10s.
 	WriteTimeout time.Duration
+	// TombstoneGrace is how long a deletion's marker stays in the bucket
+	// before it is compacted away. An instance that was away for more than
+	// half of it reads the whole bucket again on return instead of resuming
+	// (it may have missed deletions). Zero means 24h.
+	TombstoneGrace time.Duration
+	// CompactInterval is how often delete markers older than
+	// TombstoneGrace are compacted. Zero means 1h; negative never compacts.
+	CompactInterval time.Duration
 	// Logger receives sync progress and problems; nil discards them.
 	Logger *slog.Logger
+	// Registerer, when set, gets webhookd_registry_entries_refused_total,
+	// webhookd_registry_entries_blocked and
+	// webhookd_registry_tombstones_compacted_total.
+	Registerer prometheus.Registerer
 }
 
 // Replica is a registry.Journal backed by a key-value bucket. Run keeps
@@ -71,6 +93,15 @@ type Replica struct {
 	// watch passes over their older entries until it reaches that
 	// revision (under applyMu).
 	ahead map[string]uint64
+
+	// blocked holds the entries this instance cannot open (sealed with a
+	// key it was not given), by id; while any is held the instance is not
+	// ready and Sync fails (under mu).
+	blocked map[string]registry.Refusal
+	// sealedMarker is the bucket's sealing marker (markerKey): the id of
+	// the key the bucket was last re-sealed with; empty while absent.
+	sealedMarker atomic.Pointer[string]
+	m            metrics
 }
 
 // New validates cfg and returns a Replica; nothing happens until Run.
@@ -84,8 +115,14 @@ func New(cfg Config) (*Replica, error) {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
-	if cfg.Replicas < 0 || cfg.WriteTimeout < 0 {
-		return nil, errors.New("replica: Replicas and WriteTimeout must not be negative")
+	if cfg.Replicas < 0 || cfg.WriteTimeout < 0 || cfg.TombstoneGrace < 0 {
+		return nil, errors.New("replica: Replicas, WriteTimeout and TombstoneGrace must not be negative")
+	}
+	if cfg.TombstoneGrace == 0 {
+		cfg.TombstoneGrace = 24 * time.Hour
+	}
+	if cfg.CompactInterval == 0 {
+		cfg.CompactInterval = time.Hour
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = 10 * time.Second
@@ -94,16 +131,21 @@ func New(cfg Config) (*Replica, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Replica{cfg: cfg, log: log.With("component", "replica"), deleting: make(map[string]struct{}),
-		applied: make(chan struct{}), ahead: make(map[string]uint64)}, nil
+	r := &Replica{cfg: cfg, log: log.With("component", "replica"), deleting: make(map[string]struct{}),
+		applied: make(chan struct{}), ahead: make(map[string]uint64), blocked: make(map[string]registry.Refusal)}
+	if err := r.m.register(cfg.Registerer, r.blockedCount); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
-// Ready reports nil once the Store has caught up with the bucket.
+// Ready reports nil once the Store has caught up with the bucket and holds
+// every entry of it.
 func (r *Replica) Ready() error {
 	if !r.synced.Load() {
 		return errors.New("registry is not in sync with the shared registry yet")
 	}
-	return nil
+	return r.stuck()
 }
 
 // echoWait is how long a write waits for its own change to come back
@@ -192,9 +234,11 @@ func (r *Replica) applyDirect(c registry.Change) error {
 	if r.watched.Load() >= c.Revision {
 		return nil
 	}
-	if err := r.cfg.Store.ApplyChanges([]registry.Change{{ID: c.ID, Value: c.Value}}); err != nil {
+	refused, err := r.cfg.Store.ApplyChanges([]registry.Change{{ID: c.ID, Value: c.Value}})
+	if err != nil {
 		return err
 	}
+	r.judge([]registry.Change{c}, refused)
 	r.ahead[c.ID] = max(r.ahead[c.ID], c.Revision)
 	return nil
 }
@@ -222,7 +266,8 @@ func (r *Replica) Delete(ctx context.Context, id string) error {
 	if r.await(ctx, func() bool { _, ok := r.cfg.Store.Index().Get(id); return !ok }) {
 		return nil
 	}
-	return r.cfg.Store.ApplyChanges([]registry.Change{{ID: id}})
+	_, err = r.cfg.Store.ApplyChanges([]registry.Change{{ID: id}})
+	return err
 }
 
 // await reports whether done became true, checked after every batch the
@@ -327,6 +372,12 @@ func (r *Replica) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+	// Re-sealing and compaction run beside the watch; Run returns only
+	// after both have.
+	var background sync.WaitGroup
+	defer background.Wait()
+	background.Go(func() { r.resealWhenSynced(ctx) })
+	background.Go(func() { r.compactLoop(ctx) })
 	for {
 		err := r.follow(ctx, *r.kv.Load())
 		if ctx.Err() != nil {

@@ -1,0 +1,149 @@
+package registry
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+)
+
+// Journal entries are not trusted: anyone allowed to write the shared
+// bucket could plant one, bypassing the API. Every entry that arrives
+// through a Journal is held to the API's rules before it is applied.
+
+// Reasons an entry is refused, as Refusal.Reason and the label of
+// webhookd_registry_entries_refused_total.
+const (
+	// RefusedInvalid: the entry does not decode, names another id, or
+	// breaks the API's validation (URL and SSRF policy, event type,
+	// workflow, id and secret format). It is applied as a deletion, so
+	// every instance agrees the webhook does not exist.
+	RefusedInvalid = "invalid"
+	// RefusedPlaintext: sealing is required (RequireSealedEntries) and the
+	// entry's secret is not sealed. Applied as a deletion.
+	RefusedPlaintext = "plaintext_secret"
+	// RefusedSealed: the secret is sealed with a key this instance was not
+	// given. The entry may be perfectly valid, so nothing is changed: the
+	// caller must treat its copy as incomplete until a later entry of the
+	// same id (re-sealed, or a deletion) applies.
+	RefusedSealed = "sealed"
+)
+
+// RefusalReasons lists every Refusal.Reason.
+var RefusalReasons = []string{RefusedInvalid, RefusedPlaintext, RefusedSealed}
+
+// A Refusal is a journal entry ApplyChanges did not apply as it stands.
+type Refusal struct {
+	ID       string
+	Revision uint64
+	Reason   string
+	Err      error
+}
+
+func (r Refusal) Error() string {
+	return fmt.Sprintf("registry: journal entry %s (revision %d) refused (%s): %v", r.ID, r.Revision, r.Reason, r.Err)
+}
+
+// RequireSealedEntries makes ApplyChanges refuse journal entries whose
+// secret is in plaintext. A shared registry turns it on once every entry is
+// sealed, so that enabling encryption can migrate older entries but a
+// plaintext entry planted later is never accepted.
+func (s *Store) RequireSealedEntries(on bool) { s.requireSealed.Store(on) }
+
+// checkEntry decodes and vets one journal entry.
+func (s *Store) checkEntry(c Change) (*Webhook, *Refusal) {
+	refuse := func(reason string, err error) (*Webhook, *Refusal) {
+		return nil, &Refusal{ID: c.ID, Revision: c.Revision, Reason: reason, Err: err}
+	}
+	w, _, err := s.decode(c.Value)
+	switch {
+	case errors.Is(err, ErrSealed):
+		return refuse(RefusedSealed, err)
+	case err != nil:
+		return refuse(RefusedInvalid, err)
+	case w.ID != c.ID:
+		return refuse(RefusedInvalid, fmt.Errorf("holds webhook %q", w.ID))
+	}
+	if s.sealer != nil && s.requireSealed.Load() && !sealedValue(c.Value) {
+		return refuse(RefusedPlaintext, errors.New("secret is not sealed"))
+	}
+	if err := s.validator.validWebhook(w); err != nil {
+		return refuse(RefusedInvalid, err)
+	}
+	return w, nil
+}
+
+// sealedValue reports whether stored webhook bytes carry a sealed secret,
+// without decoding them whole.
+func sealedValue(v []byte) bool {
+	return strings.Contains(string(v), `"secret":"`+sealedPrefix)
+}
+
+// validWebhook applies the API's rules to a webhook read from a journal.
+func (v Validator) validWebhook(w *Webhook) error {
+	if err := v.Validate(Input{URL: w.URL, EventType: string(w.EventType), WorkflowID: w.WorkflowID}); err != nil {
+		return err
+	}
+	switch {
+	case !validID(w.ID):
+		return fmt.Errorf("id %q is not a webhook id", w.ID)
+	case !validWorkspace(w.Workspace):
+		return errors.New("workspace is missing or malformed")
+	case !validSecret(w.Secret):
+		return errors.New("secret is not whsec_ followed by 32 bytes in base64")
+	case w.CreatedAt.IsZero():
+		return errors.New("createdAt is missing")
+	case w.Disabled != (w.DisabledReason != ""):
+		return errors.New("disabled and disabledReason disagree")
+	}
+	return nil
+}
+
+func validID(id string) bool {
+	if len(id) != 3+26 || !strings.HasPrefix(id, "wh_") {
+		return false
+	}
+	for _, c := range id[3:] {
+		if !strings.ContainsRune(crockford, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxWorkspaceLen bounds workspace names read from a journal; real ones
+// come from API keys and are far shorter.
+const maxWorkspaceLen = 256
+
+func validWorkspace(ws string) bool {
+	if ws == "" || len(ws) > maxWorkspaceLen {
+		return false
+	}
+	return !strings.ContainsFunc(ws, func(r rune) bool { return !unicode.IsPrint(r) })
+}
+
+func validSecret(secret string) bool {
+	raw, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	return err == nil && len(b) == 32
+}
+
+// Reseal returns stored webhook bytes with the secret sealed under the
+// first key, and false when they need no change (already sealed under it,
+// or no Sealer). A shared registry uses it to re-seal the bucket's entries
+// after a key rotation or when encryption is turned on.
+func (s *Store) Reseal(value []byte) ([]byte, bool, error) {
+	if s.sealer == nil {
+		return nil, false, nil
+	}
+	w, stale, err := s.decode(value)
+	if err != nil || !stale {
+		return nil, false, err
+	}
+	out, err := s.encode(*w)
+	return out, err == nil, err
+}
