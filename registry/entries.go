@@ -20,7 +20,7 @@ const (
 	// workflow, id and secret format). It is applied as a deletion, so
 	// every instance agrees the webhook does not exist.
 	RefusedInvalid = "invalid"
-	// RefusedPlaintext: sealing is required (RequireSealedEntries) and the
+	// RefusedPlaintext: sealing is required (RequireSealedFrom) and the
 	// entry's secret is not sealed. Applied as a deletion.
 	RefusedPlaintext = "plaintext_secret"
 	// RefusedSealed: the secret is sealed with a key this instance was not
@@ -45,11 +45,12 @@ func (r Refusal) Error() string {
 	return fmt.Sprintf("registry: journal entry %s (revision %d) refused (%s): %v", r.ID, r.Revision, r.Reason, r.Err)
 }
 
-// RequireSealedEntries makes ApplyChanges refuse journal entries whose
-// secret is in plaintext. A shared registry turns it on once every entry is
-// sealed, so that enabling encryption can migrate older entries but a
-// plaintext entry planted later is never accepted.
-func (s *Store) RequireSealedEntries(on bool) { s.requireSealed.Store(on) }
+// RequireSealedFrom makes ApplyChanges refuse journal entries of revision
+// rev or later whose secret is in plaintext (0: refuse none). With
+// encryption on, a shared registry accepts the plaintext entries that were
+// there when encryption was turned on, to re-seal them, and no later one:
+// a plaintext entry planted afterwards is never accepted.
+func (s *Store) RequireSealedFrom(rev uint64) { s.sealedFrom.Store(rev) }
 
 // checkEntry decodes and vets one journal entry.
 func (s *Store) checkEntry(c Change) (*Webhook, *Refusal) {
@@ -65,7 +66,7 @@ func (s *Store) checkEntry(c Change) (*Webhook, *Refusal) {
 	case w.ID != c.ID:
 		return refuse(RefusedInvalid, fmt.Errorf("holds webhook %q", w.ID))
 	}
-	if s.sealer != nil && s.requireSealed.Load() && !sealedValue(c.Value) {
+	if from := s.sealedFrom.Load(); s.sealer != nil && from > 0 && c.Revision >= from && !sealedValue(c.Value) {
 		return refuse(RefusedPlaintext, errors.New("secret is not sealed"))
 	}
 	if err := s.validator.validWebhook(w); err != nil {

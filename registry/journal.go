@@ -59,6 +59,10 @@ type Change struct {
 	ID       string
 	Value    []byte
 	Revision uint64
+	// Direct marks an entry applied out of the journal's order (ahead of
+	// the watch): its Revision is checked but not recorded as the point
+	// to resume from.
+	Direct bool
 }
 
 // ApplyChanges makes the Store match a run of journal entries, in one
@@ -152,7 +156,7 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 			set(c.ID, nil)
 		}
 		last := changes[len(changes)-1].Revision
-		if last == 0 {
+		if last == 0 || changes[len(changes)-1].Direct {
 			return nil // applied out of the journal's order: no resume point
 		}
 		var rev [8]byte

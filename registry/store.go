@@ -60,9 +60,10 @@ type Store struct {
 	count       atomic.Int64
 	journal     Journal // nil: writes go straight to bbolt
 	validator   Validator
-	// requireSealed refuses plaintext secrets in journal entries.
-	requireSealed atomic.Bool
-	resealed      int // secrets Open re-sealed (rotation or migration)
+	// sealedFrom is the first journal revision whose plaintext secrets
+	// are refused; 0 refuses none.
+	sealedFrom atomic.Uint64
+	resealed   int // secrets Open re-sealed (rotation or migration)
 	// wmu orders the writes that replace or delete a stored webhook with
 	// their index updates, so that two changes of one webhook reach the
 	// index in the order they reached bbolt. Creations do not take it

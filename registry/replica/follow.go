@@ -43,6 +43,7 @@ func (r *Replica) start(ctx context.Context, kv jetstream.KeyValue) (uint64, sta
 	if err != nil {
 		return 0, resume, err
 	}
+	r.requireSealedAfter(last)
 	switch {
 	case rev == 0:
 		return 0, firstSync, nil

@@ -100,8 +100,9 @@ type Replica struct {
 	blocked map[string]registry.Refusal
 	// sealedMarker is the bucket's sealing marker (markerKey): the id of
 	// the key the bucket was last re-sealed with; empty while absent.
-	sealedMarker atomic.Pointer[string]
-	m            metrics
+	sealedMarker  atomic.Pointer[string]
+	sealedFromSet atomic.Bool
+	m             metrics
 }
 
 // New validates cfg and returns a Replica; nothing happens until Run.
@@ -234,7 +235,7 @@ func (r *Replica) applyDirect(c registry.Change) error {
 	if r.watched.Load() >= c.Revision {
 		return nil
 	}
-	refused, err := r.cfg.Store.ApplyChanges([]registry.Change{{ID: c.ID, Value: c.Value}})
+	refused, err := r.cfg.Store.ApplyChanges([]registry.Change{{ID: c.ID, Value: c.Value, Revision: c.Revision, Direct: true}})
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,19 @@ func (r *Replica) observeMarker(e jetstream.KeyValueEntry) {
 		id = string(e.Value())
 	}
 	r.sealedMarker.Store(&id)
-	r.cfg.Store.RequireSealedEntries(id != "" && r.cfg.Store.SealingKeyID() != "")
+	if id != "" {
+		r.cfg.Store.RequireSealedFrom(1)
+	}
+}
+
+// requireSealedAfter starts refusing plaintext entries written after
+// revision last, the bucket's head when this process first followed it:
+// the entries already there are the ones encryption was turned on over.
+// It never moves the bound later, so a reconnect reopens no window.
+func (r *Replica) requireSealedAfter(last uint64) {
+	if r.cfg.Store.SealingKeyID() != "" && r.sealedFromSet.CompareAndSwap(false, true) && r.marker() == "" {
+		r.cfg.Store.RequireSealedFrom(last + 1)
+	}
 }
 
 func (r *Replica) marker() string {

@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// clusterNode is one nats-server of a JetStream cluster built from the
+// pinned module, which the test can kill -9 and restart on the same ports
+// and store.
+type clusterNode struct {
+	t           *testing.T
+	name        string // server name, as StreamInfo().Cluster.Leader reports it
+	port        int
+	clusterPort int
+	store       string
+	routes      string
+	cmd         *exec.Cmd
+	exited      chan struct{}
+}
+
+// startNATSCluster starts n routed nats-servers with JetStream and waits
+// until the cluster can place an n-replica stream.
+func startNATSCluster(t *testing.T, n int) []*clusterNode {
+	t.Helper()
+	nodes := make([]*clusterNode, n)
+	routes := make([]string, n)
+	for i := range nodes {
+		nodes[i] = &clusterNode{t: t, name: fmt.Sprintf("n%d", i), port: freePort(t), clusterPort: freePort(t), store: t.TempDir()}
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", nodes[i].clusterPort)
+	}
+	for _, c := range nodes {
+		c.routes = strings.Join(routes, ",")
+		c.start()
+		t.Cleanup(func() {
+			if c.cmd.ProcessState == nil {
+				_ = c.cmd.Process.Kill()
+				<-c.exited
+			}
+		})
+	}
+	nc, err := nats.Connect(clusterURLs(nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitUntil(t, 30*time.Second, "the cluster to place an R3 stream", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"},
+			Replicas: n, Storage: jetstream.MemoryStorage}); err != nil {
+			return false
+		}
+		return js.DeleteStream(ctx, "PROBE") == nil
+	})
+	t.Logf("%d-node JetStream cluster ready in %s", n, time.Since(start).Round(time.Millisecond))
+	return nodes
+}
+
+func (c *clusterNode) start() {
+	c.t.Helper()
+	c.cmd = exec.Command(natsServerBinary(c.t), "-a", "127.0.0.1", "-p", strconv.Itoa(c.port), "-n", c.name,
+		"-js", "-sd", c.store, "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", c.clusterPort),
+		"--routes", c.routes, "--cluster_name", "webhookd-test")
+	if err := c.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, ch chan struct{}) { _ = cmd.Wait(); close(ch) }(c.cmd, c.exited)
+	waitUntil(c.t, 20*time.Second, "nats-server "+c.name+" listening", func() bool {
+		return dialOK(fmt.Sprintf("127.0.0.1:%d", c.port))
+	})
+}
+
+func (c *clusterNode) kill9() {
+	c.t.Helper()
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		c.t.Fatalf("nats-server %s survived kill -9", c.name)
+	}
+}
+
+func clusterURLs(nodes []*clusterNode) string {
+	urls := make([]string, len(nodes))
+	for i, c := range nodes {
+		urls[i] = fmt.Sprintf("nats://127.0.0.1:%d", c.port)
+	}
+	return strings.Join(urls, ",")
+}
+
+// streamLeader names the server leading a stream's RAFT group ("" while
+// there is none).
+func streamLeader(js jetstream.JetStream, stream string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return ""
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		return ""
+	}
+	return info.Cluster.Leader
+}
+
+// pacedPublisher publishes the standard test events (run-<i>, workflowId
+// WF, on events.acme.workflowRun.completed) at a steady rate, and keeps
+// re-publishing each one (same Nats-Msg-Id, so the server dedupes) until
+// JetStream acknowledges it: a leader election may fail or time out a
+// publish, it must not lose an event the test then waits for.
+type pacedPublisher struct {
+	acked, retries atomic.Int64
+	done           chan struct{}
+	mu             sync.Mutex
+	failed         []error
+}
+
+func startPacedPublisher(t *testing.T, urls string, from, n, rate int) *pacedPublisher {
+	t.Helper()
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256), jetstream.WithPublishAsyncTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pacedPublisher{done: make(chan struct{})}
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		case <-time.After(90 * time.Second):
+		}
+		nc.Close()
+	})
+	type pending struct {
+		i   int
+		fut jetstream.PubAckFuture
+	}
+	queue := make(chan pending, n)
+	const subject = "events.acme.workflowRun.completed"
+	body := func(i int) []byte {
+		return fmt.Appendf(nil, `{"type":"workflowRun.completed","workflowId":"WF","workflowRunId":"run-%d"}`, i)
+	}
+	go func() {
+		defer close(p.done)
+		for q := range queue {
+			if q.fut != nil {
+				select {
+				case <-q.fut.Ok():
+					p.acked.Add(1)
+					continue
+				case <-q.fut.Err():
+				}
+			}
+			// Synchronous re-publish until acknowledged, bounded.
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				p.retries.Add(1)
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				_, err := js.Publish(ctx, subject, body(q.i), jetstream.WithMsgID(fmt.Sprintf("run-%d", q.i)))
+				cancel()
+				if err == nil {
+					p.acked.Add(1)
+					break
+				}
+				if time.Now().After(deadline) {
+					p.mu.Lock()
+					p.failed = append(p.failed, fmt.Errorf("run-%d: %w", q.i, err))
+					p.mu.Unlock()
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}()
+	go func() {
+		defer close(queue)
+		start := time.Now()
+		for i := from; i < from+n; i++ {
+			if d := time.Until(start.Add(time.Duration(i-from) * time.Second / time.Duration(rate))); d > 0 {
+				time.Sleep(d)
+			}
+			fut, err := js.PublishAsync(subject, body(i), jetstream.WithMsgID(fmt.Sprintf("run-%d", i)))
+			if err != nil {
+				fut = nil // re-published synchronously
+			}
+			queue <- pending{i: i, fut: fut}
+		}
+	}()
+	return p
+}
+
+// wait returns once every event is acknowledged (or given up on, which
+// fails the test).
+func (p *pacedPublisher) wait(t *testing.T, limit time.Duration) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(limit):
+		t.Fatalf("publisher not done after %s (%d acked)", limit, p.acked.Load())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.failed) > 0 {
+		t.Fatalf("%d events never acknowledged by JetStream, e.g. %v", len(p.failed), errors.Join(p.failed[:min(3, len(p.failed))]...))
+	}
+}
+
+// TestClusterKillLeaderAndInstances: three webhookd instances on a
+// three-node JetStream cluster with R3 streams. While events flow, the
+// node leading the deliveries stream is killed -9, then two of the three
+// instances are; then everything is restarted. Every (event,
+// subscription) pair still arrives at least once.
+func TestClusterKillLeaderAndInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("NATS cluster fault test")
+	}
+	const events, subs, rate = 2000, 5, 400
+	want := events * subs
+	nodes := startNATSCluster(t, 3)
+	urls := clusterURLs(nodes)
+	ds := make([]*daemon, 3)
+	for i := range ds {
+		ds[i] = newDaemon(t, "--stream-replicas", "3")
+		ds[i].externalNATS = urls
+		ds[i].start()
+	}
+	l := newLedger()
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // keep deliveries in flight across the kills
+		l.handler(w, r)
+	}))
+	defer recv.Close()
+	subscribe(t, ds[0], l, recv.URL, subs)
+	// This test is about crashes, not about registry propagation: let
+	// every instance have the subscriptions before the first event.
+	var have []float64
+	if !pollUntil(10*time.Second, func() bool {
+		have = have[:0]
+		for _, d := range ds {
+			have = append(have, metricValue(t, d, "webhookd_registrations"))
+		}
+		return !slices.ContainsFunc(have, func(n float64) bool { return n != subs })
+	}) {
+		t.Fatalf("10 s after registering %d subscriptions on instance 1, the instances have %v", subs, have)
+	}
+
+	// An observer that reconnects at once, so that the election time it
+	// reports is the cluster's, not the client's reconnect wait.
+	onc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onc.Close()
+	obs, err := jetstream.New(onc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := streamLeader(obs, "WEBHOOKD_DELIVERIES")
+	var victim *clusterNode
+	for _, c := range nodes {
+		if c.name == leader {
+			victim = c
+		}
+	}
+	if victim == nil {
+		t.Fatalf("deliveries stream leader %q is none of the nodes", leader)
+	}
+	t.Logf("deliveries stream leader: %s; events stream leader: %s", leader, streamLeader(obs, "WEBHOOKD_EVENTS"))
+
+	start := time.Now()
+	pub := startPacedPublisher(t, urls, 0, events, rate)
+	time.Sleep(time.Second)
+	victim.kill9()
+	killedAt := time.Now()
+	t.Logf("kill -9 of %s (deliveries leader) at %s, %d pairs delivered", victim.name, killedAt.Sub(start).Round(time.Millisecond), l.unique())
+	newLeader := ""
+	waitUntil(t, 30*time.Second, "a new deliveries stream leader", func() bool {
+		newLeader = streamLeader(obs, "WEBHOOKD_DELIVERIES")
+		return newLeader != "" && newLeader != victim.name
+	})
+	t.Logf("new deliveries leader %s elected within %s of the kill", newLeader, time.Since(killedAt).Round(time.Millisecond))
+	// Kill two instances while they hold attempts (the receiver's latency
+	// keeps some in flight whenever deliveries flow).
+	var inflight float64
+	if !pollUntil(15*time.Second, func() bool {
+		inflight = 0
+		for _, d := range ds[1:] {
+			inflight += metricValue(t, d, "webhookd_deliveries_inflight") + metricValue(t, d, "webhookd_deliveries_probation_inflight")
+		}
+		return inflight > 0
+	}) {
+		t.Logf("instances 2 and 3 held no attempt in the 15 s after the election; killing them anyway")
+	}
+	ds[1].kill9()
+	ds[2].kill9()
+	t.Logf("kill -9 of instances 2 and 3 at %s (%.0f attempts in flight in them), %d pairs delivered",
+		time.Since(start).Round(time.Millisecond), inflight, l.unique())
+
+	time.Sleep(500 * time.Millisecond)
+	victim.start()
+	t.Logf("%s restarted at %s", victim.name, time.Since(start).Round(time.Millisecond))
+	ds[1].start()
+	ds[2].start()
+	restarted := time.Now()
+	t.Logf("instances restarted and ready at %s, %d pairs delivered", restarted.Sub(start).Round(time.Millisecond), l.unique())
+
+	pub.wait(t, 60*time.Second)
+	t.Logf("publisher: %d/%d events acknowledged, %d re-publishes", pub.acked.Load(), events, pub.retries.Load())
+	deadline := time.Now().Add(90 * time.Second)
+	for l.unique() < want && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := l.unique()
+	l.mu.Lock()
+	total, dups := l.total, l.dups
+	l.mu.Unlock()
+	t.Logf("cluster kill test: %d/%d pairs delivered, lost %d, %d requests, %d duplicates; all in %s after the restarts (total %s)",
+		got, want, want-got, total, dups, time.Since(restarted).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	if got < want {
+		t.Errorf("lost %d of %d (event, subscription) pairs", want-got, want)
+	}
+	l.check(t)
+}
