@@ -133,6 +133,18 @@ func validSecret(secret string) bool {
 	return err == nil && len(b) == 32
 }
 
+// UnsealedIDs lists the webhooks stored with a plaintext secret.
+func (s *Store) UnsealedIDs() ([]string, error) {
+	var ids []string
+	err := s.IDs(func(id string, value []byte) error {
+		if !sealedValue(value) {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	return ids, err
+}
+
 // Reseal returns stored webhook bytes with the secret sealed under the
 // first key, and false when they need no change (already sealed under it,
 // or no Sealer). A shared registry uses it to re-seal the bucket's entries

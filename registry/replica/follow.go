@@ -43,6 +43,13 @@ func (r *Replica) start(ctx context.Context, kv jetstream.KeyValue) (uint64, sta
 	if err != nil {
 		return 0, resume, err
 	}
+	// The sealing marker is read before the watch, which would reach it
+	// only after older entries it must already judge by it.
+	if e, err := kv.Get(ctx, markerKey); err == nil {
+		r.observeMarker(e)
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, resume, fmt.Errorf("%w: sealing marker: %v", registry.ErrUnavailable, err)
+	}
 	r.requireSealedAfter(last)
 	switch {
 	case rev == 0:
@@ -155,6 +162,12 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 			return err
 		}
 		batch = batch[:0]
+		if r.markerArrived {
+			r.markerArrived = false
+			if err := r.dropUnsealed(); err != nil {
+				return err
+			}
+		}
 		if reached && !caughtUp {
 			caughtUp = true
 			if err := r.settleLocalOnly(ctx, kv, mode, seen); err != nil {

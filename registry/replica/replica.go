@@ -102,6 +102,7 @@ type Replica struct {
 	// the key the bucket was last re-sealed with; empty while absent.
 	sealedMarker  atomic.Pointer[string]
 	sealedFromSet atomic.Bool
+	markerArrived bool // set by the watch's goroutine only (change), read after its apply
 	m             metrics
 }
 

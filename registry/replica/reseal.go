@@ -28,10 +28,32 @@ func (r *Replica) observeMarker(e jetstream.KeyValueEntry) {
 	if e.Operation() == jetstream.KeyValuePut {
 		id = string(e.Value())
 	}
-	r.sealedMarker.Store(&id)
-	if id != "" {
+	prev := r.sealedMarker.Swap(&id)
+	if id != "" && r.cfg.Store.SealingKeyID() != "" {
 		r.cfg.Store.RequireSealedFrom(1)
+		r.markerArrived = r.markerArrived || prev == nil || *prev == ""
 	}
+}
+
+// dropUnsealed runs when the watch has applied a new sealing marker: the
+// pass that wrote it re-sealed every legitimate entry before it, so a
+// plaintext secret still in the copy was accepted only in the migration
+// window and never vouched for. It is dropped like any refused entry.
+func (r *Replica) dropUnsealed() error {
+	ids, err := r.cfg.Store.UnsealedIDs()
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	changes := make([]registry.Change, len(ids))
+	for i, id := range ids {
+		changes[i] = registry.Change{ID: id}
+		r.m.refused.WithLabelValues(registry.RefusedPlaintext).Inc()
+		r.log.Error("dropping a webhook whose secret was never sealed; the shared registry is sealed now", "webhook_id", id)
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	_, err = r.cfg.Store.ApplyChanges(changes)
+	return err
 }
 
 // requireSealedAfter starts refusing plaintext entries written after
