@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -174,4 +175,103 @@ func (s *Store) DeleteFailure(ctx context.Context, workspace, webhookID, failure
 		return fmt.Errorf("registry: delete failure %s: %w", failureID, err)
 	}
 	return nil
+}
+
+// DrainFailures hands every failure record stored in this bbolt file to
+// fn, oldest first within each webhook, and deletes each record fn
+// accepted (returned nil for). It moves the records of an instance
+// upgraded from local to shared failure records (registry/failurelog)
+// into the shared log; a later call resumes where an interrupted one
+// stopped, and fn sees a record again only if it was not accepted.
+//
+// fn runs outside any bbolt transaction (it may take a network round
+// trip), one webhook's records at a time. Its first error stops the
+// drain and is returned, wrapped; the records not accepted stay. Records
+// of a webhook no longer in the registry are deleted without calling fn:
+// no API could show them.
+func (s *Store) DrainFailures(ctx context.Context, fn func(Failure) error) error {
+	var hooks [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketFailures).ForEachBucket(func(k []byte) error {
+			hooks = append(hooks, bytes.Clone(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("registry: drain failures: %w", err)
+	}
+	for _, hook := range hooks {
+		if err := s.drainWebhook(ctx, hook, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) drainWebhook(ctx context.Context, hook []byte, fn func(Failure) error) error {
+	type stored struct {
+		key []byte
+		f   Failure
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("registry: drain failures: %w", err)
+	}
+	var recs []stored
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFailures).Bucket(hook)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var f Failure
+			if err := json.Unmarshal(v, &f); err != nil {
+				return fmt.Errorf("failure %q of webhook %s: %w", k, hook, err)
+			}
+			recs = append(recs, stored{bytes.Clone(k), f})
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("registry: drain failures: %w", err)
+	}
+	// The bbolt form leaves the workspace out (it is the webhook's).
+	w, live := s.ix.Get(string(hook))
+	var done [][]byte
+	var fnErr error
+	for _, r := range recs {
+		if !live {
+			done = append(done, r.key)
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			fnErr = err
+			break
+		}
+		r.f.Workspace = w.Workspace
+		if err := fn(r.f); err != nil {
+			fnErr = fmt.Errorf("registry: drain failure %s of webhook %s: %w", r.f.ID, hook, err)
+			break
+		}
+		done = append(done, r.key)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(bucketFailures)
+		b := fb.Bucket(hook)
+		if b == nil {
+			return nil
+		}
+		for _, k := range done {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		if k, _ := b.Cursor().First(); k == nil {
+			return fb.DeleteBucket(hook)
+		}
+		return nil
+	})
+	if err != nil {
+		return errors.Join(fnErr, fmt.Errorf("registry: drain failures of webhook %s: %w", hook, err))
+	}
+	return fnErr
 }

@@ -46,12 +46,16 @@ type options struct {
 	encryptionKey  string
 	healthBucket   string
 	tombstoneGrace time.Duration
-	disableAfter   time.Duration
-	disableOnGone  bool
-	cbFailures     int
-	cbTimeouts     int
-	cbCooldown     time.Duration
-	cbMaxCooldown  time.Duration
+	// Shared failure records.
+	failuresStream   string
+	failuresPerHook  int
+	failureRetention time.Duration
+	disableAfter     time.Duration
+	disableOnGone    bool
+	cbFailures       int
+	cbTimeouts       int
+	cbCooldown       time.Duration
+	cbMaxCooldown    time.Duration
 
 	natsName     string
 	natsCreds    string
@@ -100,6 +104,9 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.delivSubject, "deliveries-subject", "webhookd.deliveries", "subject root of the deliveries stream (must not overlap the event subjects)")
 	fs.StringVar(&o.registryBucket, "registry-bucket", "WEBHOOKD_REGISTRY", "JetStream key-value bucket through which all instances share the subscriptions (empty: keep them local to this instance)")
 	fs.DurationVar(&o.tombstoneGrace, "registry-tombstone-grace", 24*time.Hour, "how long a deleted subscription's marker stays in the shared registry before it is compacted; an instance away for more than half of it re-reads the whole registry on return")
+	fs.StringVar(&o.failuresStream, "failures-stream", "WEBHOOKD_FAILURES", "JetStream stream through which all instances share failure records (empty: keep them in this instance's bbolt)")
+	fs.IntVar(&o.failuresPerHook, "failures-per-webhook", 100, "failure records kept per webhook, oldest dropped (1 to 10000)")
+	fs.DurationVar(&o.failureRetention, "failure-retention", 30*24*time.Hour, "how long a failure record is kept")
 	fs.StringVar(&o.healthBucket, "health-bucket", "WEBHOOKD_HEALTH", "JetStream key-value bucket through which all instances share endpoint health and open circuits (empty: keep them local to this instance)")
 	fs.DurationVar(&o.disableAfter, "disable-after", 5*24*time.Hour, "disable a webhook whose deliveries have failed without a single success for this long (0: never)")
 	fs.BoolVar(&o.disableOnGone, "disable-on-gone", true, "disable a webhook whose receiver answers 410 Gone")
@@ -205,6 +212,10 @@ func (o *options) validate() error {
 		return fmt.Errorf("--stream-replicas must be 1 to 5, got %d", o.replicas)
 	case o.dataDir == "":
 		return errors.New("--data-dir must not be empty")
+	case o.failuresPerHook < 1 || o.failuresPerHook > 10000:
+		return fmt.Errorf("--failures-per-webhook must be 1 to 10000, got %d", o.failuresPerHook)
+	case o.failureRetention < time.Minute:
+		return fmt.Errorf("--failure-retention must be at least 1m, got %s", o.failureRetention)
 	case o.tombstoneGrace < time.Minute:
 		return fmt.Errorf("--registry-tombstone-grace must be at least 1m, got %s", o.tombstoneGrace)
 	}
@@ -213,6 +224,9 @@ func (o *options) validate() error {
 		if v == "" || strings.ContainsAny(v, " .*>\t\n/\\") {
 			return fmt.Errorf("%s %q must be a non-empty name without spaces, dots, wildcards or slashes", flagName, v)
 		}
+	}
+	if strings.ContainsAny(o.failuresStream, " .*>\t\n/\\") {
+		return fmt.Errorf("--failures-stream %q must be a name without spaces, dots, wildcards or slashes", o.failuresStream)
 	}
 	if strings.ContainsAny(o.registryBucket, " .*>\t\n/\\") {
 		return fmt.Errorf("--registry-bucket %q must be a name without spaces, dots, wildcards or slashes", o.registryBucket)

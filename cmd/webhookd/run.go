@@ -28,6 +28,7 @@ import (
 	"github.com/webhookd/webhookd/events/natsconn"
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/api"
+	"github.com/webhookd/webhookd/registry/failurelog"
 	"github.com/webhookd/webhookd/registry/health"
 	"github.com/webhookd/webhookd/registry/replica"
 	"github.com/webhookd/webhookd/registry/ssrf"
@@ -169,8 +170,26 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			return err
 		}
 	}
+	// Failure records, shared like the registry so that every instance
+	// lists and retries the same ones.
+	var flog *failurelog.Log
+	var recorder dispatcher.FailureRecorder = store
+	var apiFailures api.FailureStore // nil: the local store
+	if o.registryBucket != "" && o.failuresStream != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		flog, err = failurelog.New(failurelog.Config{JetStream: js, Stream: o.failuresStream,
+			MaxPerWebhook: o.failuresPerHook, MaxAge: o.failureRetention, Replicas: o.replicas,
+			Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		recorder, apiFailures = flog, flog
+	}
 	disp, err = dispatcher.New(dispatcher.Config{
-		Conn: nc, Subscriptions: store.Index(), Lookup: lookupOf(rep), Registry: registrySyncOf(rep), Failures: store, Client: client,
+		Conn: nc, Subscriptions: store.Index(), Lookup: lookupOf(rep), Registry: registrySyncOf(rep), Failures: recorder, Client: client,
 		EventStream: events.StreamConfig{
 			Name: o.eventsStream, Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
 		},
@@ -203,7 +222,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 
 	// 5. HTTP API.
 	srv, err := api.New(api.Config{
-		Store: store, Keys: keys, Validator: validator,
+		Store: store, Keys: keys, Validator: validator, Failures: apiFailures,
 		Logger: log, Gatherer: reg, Registerer: reg, Redeliver: disp, Health: disp,
 		Ready: func() error {
 			if !nc.IsConnected() {
@@ -211,6 +230,11 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			}
 			if rep != nil {
 				if err := rep.Ready(); err != nil {
+					return err
+				}
+			}
+			if flog != nil {
+				if err := flog.Ready(); err != nil {
 					return err
 				}
 			}
@@ -236,6 +260,10 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	}
 	if rep != nil {
 		wg.Go(func() { repErr = rep.Run(dispCtx) })
+	}
+	if flog != nil {
+		wg.Go(func() { _ = flog.Run(dispCtx) })
+		wg.Go(func() { flog.Import(dispCtx, store) })
 	}
 	for _, l := range []struct {
 		addr string

@@ -44,6 +44,12 @@ type Config struct {
 	// Redeliver performs manual retries of recorded failures; nil makes the
 	// retry route answer 501 REDELIVERY_UNAVAILABLE.
 	Redeliver Redeliverer
+	// Failures holds the records of deliveries that ran out of retries.
+	// Nil uses Store's local records; a multi-instance deployment passes
+	// the shared log (registry/failurelog), so that every instance lists
+	// and retries the same records. If it also has Forget, a deleted
+	// webhook's records are forgotten.
+	Failures FailureStore
 	// Health supplies each webhook's delivery health for the webhook views
 	// and is reset when a webhook is enabled. Nil shows every webhook as
 	// {"state":"healthy"} and resets nothing.
@@ -69,6 +75,7 @@ type Server struct {
 	log             *slog.Logger
 	ready           func() error
 	redeliver       Redeliverer
+	failures        FailureStore
 	health          HealthSource
 	maxBodyBytes    int64
 	shutdownTimeout time.Duration
@@ -99,6 +106,7 @@ func New(cfg Config) (*Server, error) {
 		log:             cfg.Logger,
 		ready:           cfg.Ready,
 		redeliver:       cfg.Redeliver,
+		failures:        cfg.Failures,
 		health:          cfg.Health,
 		maxBodyBytes:    cfg.MaxBodyBytes,
 		shutdownTimeout: cfg.ShutdownTimeout,
@@ -106,6 +114,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.failures == nil {
+		s.failures = localFailures{cfg.Store}
 	}
 	if s.maxBodyBytes == 0 {
 		s.maxBodyBytes = defaultMaxBodyBytes

@@ -154,6 +154,14 @@ func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.Delete(r.Context(), ws, id); err != nil {
 		return fmt.Errorf("delete webhook %s: %w", id, err)
 	}
+	if f, ok := s.failures.(failureForgetter); ok {
+		if err := f.Forget(r.Context(), id); err != nil {
+			// The webhook is deleted, which is what was asked; its
+			// records can no longer be listed and age out of the log.
+			s.log.WarnContext(r.Context(), "webhook deleted but its failure records could not be forgotten",
+				"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id, "err", err)
+		}
+	}
 	s.log.InfoContext(r.Context(), "webhook deleted",
 		"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id)
 	writeSuccess(w, map[string]any{"id": id, "deleted": true}, "")
