@@ -51,12 +51,48 @@ func TestBadOptionsNameTheFlag(t *testing.T) {
 		{[]string{"--retry-initial", "1h", "--retry-max-interval", "1m"}, nil, "--retry-max-interval"},
 		{[]string{"stray"}, nil, "stray"},
 		{[]string{"--registry-bucket", "a.b"}, nil, "--registry-bucket"},
+		{[]string{"--failures-stream", "a b"}, nil, "--failures-stream"},
+		{[]string{"--failures-per-webhook", "0"}, nil, "--failures-per-webhook"},
+		{[]string{"--registry-tombstone-grace", "1s"}, nil, "--registry-tombstone-grace"},
+		// Open doors: debug listeners and the embedded NATS beyond loopback.
+		{[]string{"--admin-addr", "0.0.0.0:9000"}, nil, "--admin-addr"},
+		{[]string{"--admin-addr", ":9000"}, nil, "--admin-addr"},
+		{[]string{"--pprof-addr", "10.1.2.3:6060"}, nil, "--pprof-addr"},
+		{nil, map[string]string{"WEBHOOKD_PPROF_ADDR": "[::]:6060"}, "--pprof-addr"},
+		{[]string{"--nats-listen", "0.0.0.0:4222"}, nil, "--nats-listen"},
+		{[]string{"--nats-listen", ":4222"}, nil, "no authentication"},
 	}
 	for _, c := range cases {
 		_, err := parseOptions(c.args, func(k string) string { return c.env[k] }, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v %v: err = %v, want mention of %q", c.args, c.env, err, c.want)
 		}
+	}
+}
+
+// TestOpenDoorsNeedConsent: the refusals above have explicit ways out, and
+// loopback stays allowed; secrets given as flags are noted for a warning.
+func TestOpenDoorsNeedConsent(t *testing.T) {
+	ok := [][]string{
+		{"--admin-addr", "127.0.0.1:9000", "--pprof-addr", "[::1]:6060"},
+		{"--admin-addr", "localhost:9000"},
+		{"--admin-addr", "0.0.0.0:9000", "--allow-public-debug"},
+		{"--nats-listen", "0.0.0.0:4222", "--nats-user", "u", "--nats-password", "p"},
+		{"--nats-listen", "0.0.0.0:4222", "--nats-token", "t"},
+		{"--nats-listen", "0.0.0.0:4222", "--nats-url", "nats://elsewhere:4222"}, // not embedded
+	}
+	for _, args := range ok {
+		if _, err := parseOptions(args, func(string) string { return "" }, &bytes.Buffer{}); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+	o, err := parseOptions([]string{"--api-keys", "acme:k", "--encryption-key", strings.Repeat("ab", 32)},
+		func(k string) string { return map[string]string{"WEBHOOKD_NATS_TOKEN": "t"}[k] }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(o.secretFlags, " "); got != "--api-keys --encryption-key" {
+		t.Errorf("secret flags noted: %q (the token came from the environment)", got)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -43,6 +45,10 @@ type options struct {
 	syncAlways     bool
 	pprofAddr      string
 	adminAddr      string
+	publicDebug    bool
+	// secretFlags names the secrets given as command-line flags, which any
+	// local user can read from the process list; run warns about them.
+	secretFlags    []string
 	encryptionKey  string
 	healthBucket   string
 	tombstoneGrace time.Duration
@@ -119,7 +125,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded NATS: fsync every write (survives power loss, slower)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve /debug/pprof on this address (off when empty)")
 	fs.StringVar(&o.encryptionKey, "encryption-key", "", "encrypt webhook secrets at rest (AES-256-GCM): 32-byte keys, base64 or hex, comma-separated; the first seals, the others only open (rotation)")
-	fs.StringVar(&o.adminAddr, "admin-addr", "", "serve the unauthenticated admin endpoint /admin/backup here; bind to loopback only (off when empty)")
+	fs.StringVar(&o.adminAddr, "admin-addr", "", "serve the unauthenticated admin endpoint /admin/backup here; loopback only unless --allow-public-debug (off when empty)")
+	fs.BoolVar(&o.publicDebug, "allow-public-debug", false, "DANGEROUS: let --admin-addr and --pprof-addr listen beyond loopback (they serve the whole registry file and the process's arguments, unauthenticated)")
 	fs.StringVar(&o.natsName, "nats-name", "webhookd", "NATS connection name")
 	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS credentials file (JWT + nkey)")
 	fs.StringVar(&o.natsNKey, "nats-nkey", "", "NATS nkey seed file")
@@ -171,6 +178,11 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (opt
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, name := range []string{"api-keys", "encryption-key", "nats-password", "nats-token"} {
+		if given[name] {
+			o.secretFlags = append(o.secretFlags, "--"+name)
+		}
+	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		if given[f.Name] || envErr != nil {
@@ -225,6 +237,14 @@ func (o *options) validate() error {
 			return fmt.Errorf("%s %q must be a non-empty name without spaces, dots, wildcards or slashes", flagName, v)
 		}
 	}
+	for flagName, addr := range map[string]string{"--admin-addr": o.adminAddr, "--pprof-addr": o.pprofAddr} {
+		if addr != "" && !o.publicDebug && !loopbackAddr(addr) {
+			return fmt.Errorf("%s %q is not a loopback address: it would serve unauthenticated debug data to the network; bind it to 127.0.0.1 (or pass --allow-public-debug)", flagName, addr)
+		}
+	}
+	if o.natsURL == "" && !loopbackAddr(o.natsListen) && o.natsUser == "" && o.natsToken == "" {
+		return fmt.Errorf("--nats-listen %q is not a loopback address and the embedded NATS server has no authentication: anyone reaching it could read and forge every tenant's events and subscriptions; set --nats-user/--nats-password or --nats-token (the embedded server then requires them), or listen on 127.0.0.1", o.natsListen)
+	}
 	if strings.ContainsAny(o.failuresStream, " .*>\t\n/\\") {
 		return fmt.Errorf("--failures-stream %q must be a name without spaces, dots, wildcards or slashes", o.failuresStream)
 	}
@@ -249,3 +269,17 @@ func (o *options) validate() error {
 
 // lookupEnv adapts os.Getenv for parseOptions.
 func lookupEnv(k string) string { return os.Getenv(k) }
+
+// loopbackAddr reports whether a "host:port" listen address stays on this
+// machine: a loopback IP or "localhost". An empty host listens everywhere.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -248,6 +249,10 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
+	if len(o.secretFlags) > 0 {
+		log.Warn("secrets given as command-line flags are readable by every local user in the process list; pass them as environment variables (or files) instead",
+			"flags", strings.Join(o.secretFlags, ","))
+	}
 	log.Info("webhookd started", "version", buildVersion(), "http", ln.Addr().String(), "data_dir", o.dataDir)
 
 	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
@@ -388,7 +393,10 @@ func serveAux(addr string, mux *http.ServeMux, log *slog.Logger) (stop func(), e
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// A backup streams the whole registry file and a CPU profile runs 30 s
+	// by default: generous, but bounded, so a stalled reader cannot hold a
+	// connection for ever.
+	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Minute, IdleTimeout: time.Minute}
 	go func() {
 		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("auxiliary listener", "addr", addr, "err", err)
