@@ -62,7 +62,9 @@ func ParseAPIKeys(spec string) ([]APIKey, error) {
 	return out, nil
 }
 
-// KeyRing resolves API keys to workspaces. It holds hashes only.
+// KeyRing resolves API keys to workspaces. It holds hashes only. A nil
+// *KeyRing holds no key. Build one ring for the configured keys and another
+// for the bootstrap key, so that registry/api.KeySet can retire the latter.
 type KeyRing struct {
 	byHash map[[32]byte]ringEntry
 }
@@ -98,6 +100,17 @@ func (k *KeyRing) Lookup(key string) (string, bool) {
 		return "", false
 	}
 	return e.workspace, true
+}
+
+// Resolve is Lookup under the name registry/api.KeyResolver asks for.
+func (k *KeyRing) Resolve(key string) (string, bool) { return k.Lookup(key) }
+
+// Len reports how many keys the ring holds.
+func (k *KeyRing) Len() int {
+	if k == nil {
+		return 0
+	}
+	return len(k.byHash)
 }
 
 // StoredKeys returns the persisted (bootstrap) keys.

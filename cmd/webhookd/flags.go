@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/webhookd/webhookd/registry/api"
 )
 
 // options is everything the command line and environment say. It lives only
@@ -22,6 +25,9 @@ type options struct {
 	natsListen     string
 	subjectPrefix  string
 	apiKeys        string
+	keysBucket     string
+	trustedProxies string
+	fwdHeader      string
 	allowPrivate   bool
 	allowCIDRs     string
 	caFile         string
@@ -91,6 +97,9 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&o.subjectPrefix, "subject-prefix", "events", "events arrive on <prefix>.<workspaceId>.<eventType>")
 	fs.StringVar(&o.apiKeys, "api-keys", "", "API keys as workspace:key,workspace:key (empty: a bootstrap key is created)")
+	fs.StringVar(&o.keysBucket, "keys-bucket", "WEBHOOKD_KEYS", "JetStream key-value bucket of the API keys managed with 'webhookd keys', shared by every instance (empty: only --api-keys and the bootstrap key)")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs or IPs of load balancers/proxies whose --forwarded-header names the client, for the failed-authentication limits (empty: never read)")
+	fs.StringVar(&o.fwdHeader, "forwarded-header", "X-Forwarded-For", "header the --trusted-proxies set: X-Forwarded-For or Forwarded")
 	fs.BoolVar(&o.allowPrivate, "allow-private-targets", false, "allow webhook URLs on loopback/private/link-local addresses (development only)")
 	fs.StringVar(&o.allowCIDRs, "allow-target-cidrs", "", "comma-separated private CIDRs webhooks may target despite the SSRF guard")
 	fs.StringVar(&o.caFile, "ca-file", "", "PEM file of extra CAs trusted for HTTPS deliveries (system roots stay trusted)")
@@ -144,7 +153,8 @@ func usage(fs *flag.FlagSet) {
 	w := fs.Output()
 	fmt.Fprintf(w, "Usage: webhookd [flags]\n       webhookd version\n       webhookd healthcheck [--url URL]\n"+
 		"       webhookd check [flags]           validate configuration and the data dir (offline)\n"+
-		"       webhookd backup --out FILE [--admin-url URL | --data-dir DIR]\n\n")
+		"       webhookd backup --out FILE [--admin-url URL | --data-dir DIR]\n"+
+		"       webhookd keys create|list|revoke [--workspace W] [--expires 720h] [KEY_ID]\n\n")
 	fmt.Fprintf(w, "Every flag has an environment twin; a flag given on the command line wins.\n\n")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
@@ -247,6 +257,15 @@ func (o *options) validate() error {
 	}
 	if strings.ContainsAny(o.failuresStream, " .*>\t\n/\\") {
 		return fmt.Errorf("--failures-stream %q must be a name without spaces, dots, wildcards or slashes", o.failuresStream)
+	}
+	if strings.ContainsAny(o.keysBucket, " .*>\t\n/\\") {
+		return fmt.Errorf("--keys-bucket %q must be a name without spaces, dots, wildcards or slashes", o.keysBucket)
+	}
+	if _, err := api.ParseTrustedProxies(o.trustedProxies); err != nil {
+		return fmt.Errorf("--trusted-proxies: %v", err)
+	}
+	if h := http.CanonicalHeaderKey(o.fwdHeader); h != api.HeaderXForwardedFor && h != api.HeaderForwarded {
+		return fmt.Errorf("--forwarded-header must be %s or %s, got %q", api.HeaderXForwardedFor, api.HeaderForwarded, o.fwdHeader)
 	}
 	if strings.ContainsAny(o.registryBucket, " .*>\t\n/\\") {
 		return fmt.Errorf("--registry-bucket %q must be a name without spaces, dots, wildcards or slashes", o.registryBucket)

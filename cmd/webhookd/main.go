@@ -48,6 +48,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			return checkCmd(args[1:], stdout, stderr)
 		case "backup":
 			return backupCmd(args[1:], stdout, stderr)
+		case "keys":
+			return keysCmd(args[1:], stdout, stderr)
 		}
 	}
 	opts, err := parseOptions(args, lookupEnv, stderr)

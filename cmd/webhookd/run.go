@@ -29,6 +29,7 @@ import (
 	"github.com/webhookd/webhookd/events/natsconn"
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/api"
+	"github.com/webhookd/webhookd/registry/apikeys"
 	"github.com/webhookd/webhookd/registry/failurelog"
 	"github.com/webhookd/webhookd/registry/health"
 	"github.com/webhookd/webhookd/registry/replica"
@@ -85,7 +86,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			log.Error("closing registry", "err", err)
 		}
 	}()
-	keys, err := apiKeys(ctx, o, store, log)
+	staticKeys, bootstrapKeys, err := apiKeys(ctx, o, store, log)
 	if err != nil {
 		return err
 	}
@@ -140,6 +141,22 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		store.UseJournal(rep)
 	} else {
 		log.Warn("--registry-bucket is empty: subscriptions stay local to this instance; do not run several instances on this NATS")
+	}
+
+	// API keys managed at run time (`webhookd keys`), shared like the
+	// registry. Until its watch has loaded the bucket, shared keys do not
+	// resolve and the bootstrap key is refused (see api.KeySet).
+	var sharedKeys *apikeys.Store
+	if o.keysBucket != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		sharedKeys, err = apikeys.New(apikeys.Config{JetStream: js, Bucket: o.keysBucket, Replicas: o.replicas,
+			Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
 	}
 
 	// 4. Dispatcher.
@@ -222,12 +239,23 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	}
 
 	// 5. HTTP API.
+	proxies, err := api.ParseTrustedProxies(o.trustedProxies) // validated with the flags
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
 	srv, err := api.New(api.Config{
-		Store: store, Keys: keys, Validator: validator, Failures: apiFailures,
+		Store: store, Validator: validator, Failures: apiFailures,
+		Keys:           api.KeySet{Static: staticKeys, Shared: sharedKeysOf(sharedKeys), Bootstrap: bootstrapKeys},
+		TrustedProxies: proxies, ForwardedHeader: o.fwdHeader,
 		Logger: log, Gatherer: reg, Registerer: reg, Redeliver: disp, Health: disp,
 		Ready: func() error {
 			if !nc.IsConnected() {
 				return errors.New("NATS is not connected")
+			}
+			if sharedKeys != nil {
+				if err := sharedKeys.Ready(); err != nil {
+					return err
+				}
 			}
 			if rep != nil {
 				if err := rep.Ready(); err != nil {
@@ -265,6 +293,9 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	}
 	if rep != nil {
 		wg.Go(func() { repErr = rep.Run(dispCtx) })
+	}
+	if sharedKeys != nil {
+		wg.Go(func() { _ = sharedKeys.Run(dispCtx) })
 	}
 	if flog != nil {
 		wg.Go(func() { _ = flog.Run(dispCtx) })
@@ -318,26 +349,38 @@ func registrySyncOf(rep *replica.Replica) dispatcher.RegistrySync {
 	return rep
 }
 
-func apiKeys(ctx context.Context, o options, store *registry.Store, log *slog.Logger) (*registry.KeyRing, error) {
+// apiKeys returns the configured keys (--api-keys) and the bootstrap key,
+// creating the latter on a first start without --api-keys. They are two
+// rings so that api.KeySet can retire the bootstrap key once a shared key
+// exists for its workspace.
+func apiKeys(ctx context.Context, o options, store *registry.Store, log *slog.Logger) (static, bootstrap *registry.KeyRing, err error) {
 	parsed, err := registry.ParseAPIKeys(o.apiKeys)
 	if err != nil {
-		return nil, fmt.Errorf("--api-keys: %w", err)
+		return nil, nil, fmt.Errorf("--api-keys: %w", err)
 	}
 	if len(parsed) == 0 {
 		path := filepath.Join(o.dataDir, "bootstrap-api-key")
 		created, err := store.Bootstrap(ctx, path)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if created {
-			log.Info("no API key configured: created one for workspace \"default\"", "file", path)
+			log.Info("no API key configured: created one for workspace \"default\" (retired once `webhookd keys create --workspace default` has made another)", "file", path)
 		}
 	}
 	stored, err := store.StoredKeys(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return registry.NewKeyRing(parsed, stored), nil
+	return registry.NewKeyRing(parsed, nil), registry.NewKeyRing(nil, stored), nil
+}
+
+// sharedKeysOf keeps a nil *apikeys.Store from becoming a non-nil interface.
+func sharedKeysOf(s *apikeys.Store) api.SharedKeys {
+	if s == nil {
+		return nil
+	}
+	return s
 }
 
 func targetGuard(o options) (*ssrf.Guard, error) {

@@ -1,8 +1,9 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"math"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -10,123 +11,147 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Failed-authentication budget per client: a burst of authFailBurst bad keys,
-// then one more per authFailRefill. A 256-bit key cannot be guessed anyway;
-// the limit exists to make scanning pointless and keep logs quiet.
+// Failed-authentication budgets. Only failed attempts are charged and
+// only failed attempts are ever refused: a valid key is served whatever
+// anyone else (or the same client with another key) has failed before.
+//
+// Per (client address, presented key): a burst of authFailBurst, then one
+// more per authFailRefill. The key is identified by the first 8 bytes of
+// its SHA-256 — in memory only, never logged — so that one client looping
+// on a stale key behind a load balancer exhausts its own budget, not that
+// of the other tenants behind the same proxy.
+//
+// Per client address, for all keys together: a larger budget
+// (authAddrBurst, then one per authAddrRefill). Without it a scanner that
+// presents a new key each time would get a fresh budget with every guess.
+// It only ever turns a wrong key's 401 into a 429.
+//
+// A 256-bit key cannot be guessed anyway; the limits exist to make
+// scanning pointless, tell looping clients to back off and keep the logs
+// quiet.
 const (
 	authFailBurst      = 10
 	authFailRefill     = time.Second
-	authFailMaxClients = 10_000
+	authAddrBurst      = 100
+	authAddrRefill     = 50 * time.Millisecond
+	authFailMaxClients = 10_000 // entries of each table
 )
 
-// failureLimiter tracks failed authentications per client address in a
-// bounded table. Only failures create entries, so well-behaved clients cost
-// nothing.
-//
-// Checking (blocked) and charging (fail) are separate steps around the key
-// lookup, so a client firing N concurrent requests can overshoot its budget by
-// at most N-1 — the bound is the connection concurrency, which is fine for a
-// limiter whose job is to stop sustained guessing.
-type failureLimiter struct {
-	limit      rate.Limit
-	burst      int
-	maxClients int
-
-	mu      sync.Mutex
-	clients map[netip.Addr]*rate.Limiter
+type budget struct {
+	burst  int
+	refill time.Duration
 }
 
-func newFailureLimiter(burst int, refill time.Duration, maxClients int) *failureLimiter {
+// keyedClient is the per-key table's key.
+type keyedClient struct {
+	addr netip.Addr
+	key  uint64
+}
+
+// keyID is the presented key's identity in the limiter.
+func keyID(key string) uint64 {
+	h := sha256.Sum256([]byte(key))
+	return binary.BigEndian.Uint64(h[:8])
+}
+
+// failureLimiter tracks failed authentications in two bounded tables. Only
+// failures create entries, so well-behaved clients cost nothing. A check
+// and its charge happen under one lock, so concurrent failures cannot
+// overshoot a budget.
+type failureLimiter struct {
+	mu      sync.Mutex
+	perKey  *bucketTable[keyedClient]
+	perAddr *bucketTable[netip.Addr]
+}
+
+func newFailureLimiter(perKey, perAddr budget, maxClients int) *failureLimiter {
 	return &failureLimiter{
-		limit:      rate.Every(refill),
-		burst:      burst,
-		maxClients: maxClients,
-		clients:    make(map[netip.Addr]*rate.Limiter),
+		perKey:  newBucketTable[keyedClient](perKey, maxClients),
+		perAddr: newBucketTable[netip.Addr](perAddr, maxClients),
 	}
 }
 
-// blocked reports whether client has no budget left and, if so, how long
-// until it may try again (rounded up to whole seconds for Retry-After).
-func (l *failureLimiter) blocked(client netip.Addr, now time.Time) (time.Duration, bool) {
+// fail records a failed authentication by addr with a key whose keyID is
+// key. If either budget is spent, nothing is charged and fail reports how
+// long until both allow another attempt (whole seconds, at least 1, for
+// Retry-After); otherwise it charges both and reports false.
+func (l *failureLimiter) fail(addr netip.Addr, key uint64, now time.Time) (time.Duration, bool) {
 	l.mu.Lock()
-	lim := l.clients[client]
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	k := keyedClient{addr, key}
+	wait := max(l.perKey.wait(k, now), l.perAddr.wait(addr, now))
+	if wait > 0 {
+		return wait, true
+	}
+	l.perKey.charge(k, now)
+	l.perAddr.charge(addr, now)
+	return 0, false
+}
+
+func (l *failureLimiter) sizes() (perKey, perAddr int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.perKey.m), len(l.perAddr.m)
+}
+
+// bucketTable is a bounded map of token buckets; its owner locks it.
+type bucketTable[K comparable] struct {
+	limit rate.Limit
+	burst int
+	max   int
+	m     map[K]*rate.Limiter
+}
+
+func newBucketTable[K comparable](b budget, maxEntries int) *bucketTable[K] {
+	return &bucketTable[K]{limit: rate.Every(b.refill), burst: b.burst, max: maxEntries, m: make(map[K]*rate.Limiter)}
+}
+
+// wait is 0 while k has a token, else the time until it has one, rounded
+// up to whole seconds.
+func (t *bucketTable[K]) wait(k K, now time.Time) time.Duration {
+	lim := t.m[k]
 	if lim == nil {
-		return 0, false
+		return 0
 	}
 	tokens := lim.TokensAt(now)
 	if tokens >= 1 {
-		return 0, false
+		return 0
 	}
-	wait := time.Duration((1 - tokens) / float64(l.limit) * float64(time.Second))
-	secs := math.Ceil(wait.Seconds())
-	if secs < 1 {
-		secs = 1
-	}
-	return time.Duration(secs) * time.Second, true
+	secs := math.Ceil((1 - tokens) / float64(t.limit))
+	return time.Duration(max(secs, 1)) * time.Second
 }
 
-// fail charges one failed authentication to client.
-func (l *failureLimiter) fail(client netip.Addr, now time.Time) {
-	l.mu.Lock()
-	lim := l.clients[client]
+func (t *bucketTable[K]) charge(k K, now time.Time) {
+	lim := t.m[k]
 	if lim == nil {
-		if len(l.clients) >= l.maxClients {
-			l.evictLocked(now)
+		if len(t.m) >= t.max {
+			t.evict(now)
 		}
-		lim = rate.NewLimiter(l.limit, l.burst)
-		l.clients[client] = lim
+		lim = rate.NewLimiter(t.limit, t.burst)
+		t.m[k] = lim
 	}
-	l.mu.Unlock()
 	lim.AllowN(now, 1)
 }
 
-// evictLocked makes room. Entries whose bucket has refilled carry no
-// information and go first. If the table is still nearly full (many clients
-// failing right now), arbitrary entries go too, down to 90% of the cap, so the
-// O(n) sweep runs at most once per tenth-of-cap insertions instead of on every
-// one. Forgetting an active client only resets its budget; an attacker able
-// to rotate through that many addresses would defeat per-address limits
-// anyway, whereas unbounded growth would hand them our memory.
-func (l *failureLimiter) evictLocked(now time.Time) {
-	for k, lim := range l.clients {
-		if lim.TokensAt(now) >= float64(l.burst) {
-			delete(l.clients, k)
+// evict makes room. Entries whose bucket has refilled carry no information
+// and go first. If the table is still nearly full (many clients failing
+// right now), arbitrary entries go too, down to 90% of the cap, so the
+// O(n) sweep runs at most once per tenth-of-cap insertions instead of on
+// every one. Forgetting an active client only resets its budget; an
+// attacker able to rotate through that many addresses or keys would defeat
+// the per-entry limit anyway, whereas unbounded growth would hand them our
+// memory.
+func (t *bucketTable[K]) evict(now time.Time) {
+	for k, lim := range t.m {
+		if lim.TokensAt(now) >= float64(t.burst) {
+			delete(t.m, k)
 		}
 	}
-	target := l.maxClients - l.maxClients/10
-	for k := range l.clients {
-		if len(l.clients) < target {
+	target := t.max - t.max/10
+	for k := range t.m {
+		if len(t.m) < target {
 			break
 		}
-		delete(l.clients, k)
+		delete(t.m, k)
 	}
-}
-
-func (l *failureLimiter) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.clients)
-}
-
-// clientKey is the rate-limiting identity of a request: the peer address
-// from RemoteAddr (proxies' X-Forwarded-For is spoofable and ignored), with
-// IPv6 peers grouped by /64 because one host usually owns a whole /64.
-// Unparseable addresses (e.g. unix sockets) share the zero key.
-func clientKey(remoteAddr string) netip.Addr {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	addr = addr.Unmap().WithZone("")
-	if addr.Is6() {
-		if p, err := addr.Prefix(64); err == nil {
-			return p.Addr()
-		}
-	}
-	return addr
 }

@@ -7,7 +7,8 @@
 //
 //	POST   /api/webhook                                       create (body {"url","eventType","workflowId"?})
 //	GET    /api/webhook?limit=&cursor=                        list the caller's workspace
-//	GET    /api/webhook/{id}                                  read one
+//	GET    /api/webhook/{id}                                  read one (without its secret)
+//	GET    /api/webhook/{id}/secret                           read its signing secret: {"secret":"whsec_..."}
 //	DELETE /api/webhook/{id}                                  delete one (and its recorded failures)
 //	POST   /api/webhook/{id}/enable                           re-enable a disabled one (idempotent), reset its health
 //	GET    /api/webhook/{id}/failures?limit=                  failed deliveries, newest first
@@ -25,15 +26,18 @@
 // it (a handler, the router's 404/405, a recovered panic), is
 // {"status":"error","errorCode":"<CODE>","details":{...}} with details optional.
 //
-// The webhook secret ("whsec_...") is returned on create and also on get and
-// list: copy.ai-style clients look it up again to verify signatures, and the
-// key that can read it can equally delete and re-create the subscription, so
-// hiding it would protect nothing. Responses carry Cache-Control: no-store.
+// The webhook's signing secret ("whsec_...") is returned on create and by
+// the explicit read GET /api/webhook/{id}/secret (as Svix does), never by
+// list, get or enable (DESIGN §6): lists end up in logs, dashboards and
+// support tickets, and a secret should leave the server only when a caller
+// asks for that one secret. Each secret read is logged (workspace and
+// webhook id, never the secret). Responses carry Cache-Control: no-store.
 //
 // # Webhook view
 //
-// A webhook on the wire is {id, url, eventType, workflowId, secret,
-// createdAt, enabled, disabledReason?, disabledAt?, health}. disabledReason
+// A webhook on the wire is {id, url, eventType, workflowId, createdAt,
+// enabled, disabledReason?, disabledAt?, health}; the create answer adds
+// secret. disabledReason
 // ("failing", "gone", "manual") and disabledAt appear only while enabled is
 // false. health is {"state":"healthy"|"failing"|"circuit_open",
 // "consecutiveFailures", "lastSuccessAt", "lastFailureAt",
@@ -55,7 +59,7 @@
 //	METHOD_NOT_ALLOWED      405  known route, wrong method (Allow header set)
 //	BODY_TOO_LARGE          413  body over Config.MaxBodyBytes (details.limitBytes)
 //	VALIDATION_FAILED       422  details maps each bad field (url, eventType, workflowId) to a message
-//	RATE_LIMITED            429  too many failed authentications from this client (Retry-After set)
+//	RATE_LIMITED            429  too many failed authentications from this client with this key, or with any key (Retry-After set)
 //	INTERNAL                500  anything unexpected; logged with the request id, never described
 //	REDELIVERY_UNAVAILABLE  501  manual retry requested but this server has no Redeliverer
 //	NOT_READY               503  /readyz while not ready (details.reason)
@@ -68,11 +72,30 @@
 // wrong JSON type is a 422 naming that field, reported together with any
 // other invalid field.
 //
+// # API keys
+//
+// Config.Keys resolves keys to workspaces; the daemon passes a KeySet:
+// configured keys (--api-keys), shared run-time keys (registry/apikeys,
+// managed with `webhookd keys`) and the bootstrap key, which stops
+// authenticating for good once a shared key has been created for its
+// workspace ("default").
+//
 // # Brute-force protection
 //
-// Failed authentications are rate-limited per client address (RemoteAddr only;
-// X-Forwarded-For is not trusted, IPv6 clients are grouped by /64). Once a
-// client has spent its budget, its requests get 429 before the key is even
-// looked at, until the budget refills. The table of tracked clients is
-// bounded, so an attacker cannot grow memory by rotating addresses.
+// The key is checked first: a valid key is always served, whatever others
+// have failed. Only failed attempts are charged and limited, in two
+// budgets: per (client address, presented key) — the key identified by the
+// first 8 bytes of its SHA-256, in memory only — 10 failures then one per
+// second, so that one client looping on a stale key behind a load balancer
+// spends only its own budget; and per client address for all keys, 100 then
+// 20 per second, so that a scanner presenting a new key each time is
+// limited too. A spent budget turns the 401 into a 429 with Retry-After.
+//
+// The client address is the TCP peer (IPv6 grouped by /64). Forwarding
+// headers are ignored unless Config.TrustedProxies is set, and then only the
+// one named by Config.ForwardedHeader (X-Forwarded-For or Forwarded), only
+// from a peer inside TrustedProxies, and read right to left: the client is
+// the nearest hop that is not itself a trusted proxy. Both tables are
+// bounded (10,000 entries each), so an attacker cannot grow memory by
+// rotating addresses or keys.
 package api

@@ -76,7 +76,7 @@ func TestWebhookViewStateAndHealth(t *testing.T) {
 		noSource bool
 		record   health.Record
 		disable  string // reason; "" leaves it enabled
-		wantData string // the view's fields beyond id, url, eventType, workflowId, secret, createdAt
+		wantData string // the view's fields beyond id, url, eventType, workflowId, createdAt
 	}{
 		{"never attempted, no health source", true, health.Record{}, "",
 			`{"enabled":true,"health":{"state":"healthy"}}`},
@@ -123,7 +123,7 @@ func TestWebhookViewStateAndHealth(t *testing.T) {
 				}
 			}
 			want := jsonObject(t, tc.wantData)
-			for _, k := range []string{"id", "url", "eventType", "workflowId", "secret", "createdAt"} {
+			for _, k := range []string{"id", "url", "eventType", "workflowId", "createdAt"} {
 				want[k] = created[k]
 			}
 			got := dataObject(t, e.do(http.MethodGet, "/api/webhook/"+id, keyAcme, "", nil))

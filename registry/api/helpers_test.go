@@ -95,6 +95,49 @@ func (e *testEnv) do(method, path, key, ctype string, body io.Reader) response {
 	return r
 }
 
+// doHeader is do with extra request headers and no body.
+func (e *testEnv) doHeader(method, path, key string, headers map[string]string) response {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.url+path, nil)
+	if err != nil {
+		e.t.Fatalf("new request: %v", err)
+	}
+	if key != "" {
+		req.Header.Set(apiKeyHeader, key)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := response{status: resp.StatusCode, header: resp.Header, raw: raw}
+	_ = json.Unmarshal(raw, &r.body)
+	return r
+}
+
+// doQuiet sends a request from any goroutine and returns only the status
+// (0 on a transport error); it never fails the test.
+func (e *testEnv) doQuiet(method, path, key string, body io.Reader) int {
+	req, err := http.NewRequest(method, e.url+path, body)
+	if err != nil {
+		return 0
+	}
+	if key != "" {
+		req.Header.Set(apiKeyHeader, key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 func (e *testEnv) create(key string, body string) response {
 	e.t.Helper()
 	return e.do(http.MethodPost, "/api/webhook", key, "application/json", bytes.NewBufferString(body))

@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	requests     *prometheus.CounterVec
 	authFailures prometheus.Counter
+	authLimited  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -28,12 +29,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name:      "api_auth_failures_total",
 			Help:      "API requests refused because the API key was missing or unknown.",
 		}),
+		authLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "webhookd",
+			Name:      "api_auth_rate_limited_total",
+			Help:      "API requests with a missing or unknown key answered 429 because their client had spent its failure budget.",
+		}),
 	}
 	// Pre-create the documented classes so rate() works from the first scrape.
 	for _, c := range []string{"2xx", "4xx", "5xx"} {
 		m.requests.WithLabelValues(c)
 	}
-	collectors := []prometheus.Collector{m.requests, m.authFailures}
+	collectors := []prometheus.Collector{m.requests, m.authFailures, m.authLimited}
 	for i, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			for _, done := range collectors[:i] {
@@ -57,6 +63,13 @@ func (m *metrics) authFailure() {
 		return
 	}
 	m.authFailures.Inc()
+}
+
+func (m *metrics) authRateLimited() {
+	if m == nil {
+		return
+	}
+	m.authLimited.Inc()
 }
 
 // statusClass keeps the label to a handful of values whatever the status.

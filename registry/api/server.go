@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,8 +28,21 @@ const (
 type Config struct {
 	// Store holds the subscriptions and recorded failures.
 	Store *registry.Store
-	// Keys authenticates x-copy-ai-api-key and maps it to a workspace.
-	Keys *registry.KeyRing
+	// Keys authenticates x-copy-ai-api-key and maps it to a workspace:
+	// a *registry.KeyRing, or a KeySet combining configured, shared and
+	// bootstrap keys.
+	Keys KeyResolver
+	// TrustedProxies are the load balancers and reverse proxies in front
+	// of the API. Only a request whose direct peer is inside one of them
+	// has its client address taken from ForwardedHeader, for the
+	// failed-authentication limits; every other request is charged to its
+	// peer address and its forwarding headers are ignored (they are
+	// trivially forged). Empty: forwarding headers are never read.
+	TrustedProxies []netip.Prefix
+	// ForwardedHeader names the header the trusted proxies set:
+	// "X-Forwarded-For" (zero value) or "Forwarded" (RFC 7239). Only that
+	// one is read, so a client cannot slip in the other.
+	ForwardedHeader string
 	// Validator checks new subscriptions; its zero value has SSRF protection on.
 	Validator registry.Validator
 	// Logger receives request and error logs; nil discards them.
@@ -70,7 +84,8 @@ type Redeliverer interface {
 // Server is the management API. It is safe for concurrent use.
 type Server struct {
 	store           *registry.Store
-	keys            *registry.KeyRing
+	keys            KeyResolver
+	clients         clientResolver
 	validator       registry.Validator
 	log             *slog.Logger
 	ready           func() error
@@ -99,9 +114,14 @@ func New(cfg Config) (*Server, error) {
 	case cfg.ShutdownTimeout < 0:
 		return nil, fmt.Errorf("api: Config.ShutdownTimeout must not be negative, got %s", cfg.ShutdownTimeout)
 	}
+	clients, err := newClientResolver(cfg.TrustedProxies, cfg.ForwardedHeader)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		store:           cfg.Store,
 		keys:            cfg.Keys,
+		clients:         clients,
 		validator:       cfg.Validator,
 		log:             cfg.Logger,
 		ready:           cfg.Ready,
@@ -110,7 +130,8 @@ func New(cfg Config) (*Server, error) {
 		health:          cfg.Health,
 		maxBodyBytes:    cfg.MaxBodyBytes,
 		shutdownTimeout: cfg.ShutdownTimeout,
-		limiter:         newFailureLimiter(authFailBurst, authFailRefill, authFailMaxClients),
+		limiter: newFailureLimiter(budget{authFailBurst, authFailRefill}, budget{authAddrBurst, authAddrRefill},
+			authFailMaxClients),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -143,6 +164,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /api/webhook", s.adapt(s.authed(s.listWebhooks)))
 	mux.Handle("GET /api/webhook/{id}", s.adapt(s.authed(s.getWebhook)))
 	mux.Handle("DELETE /api/webhook/{id}", s.adapt(s.authed(s.deleteWebhook)))
+	mux.Handle("GET /api/webhook/{id}/secret", s.adapt(s.authed(s.getSecret)))
 	mux.Handle("POST /api/webhook/{id}/enable", s.adapt(s.authed(s.enableWebhook)))
 	mux.Handle("GET /api/webhook/{id}/failures", s.adapt(s.authed(s.listFailures)))
 	mux.Handle("POST /api/webhook/{id}/failures/{failureId}/retry", s.adapt(s.authed(s.retryFailure)))

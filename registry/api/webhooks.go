@@ -12,13 +12,14 @@ import (
 
 // webhookView is a subscription on the wire. workflowId and enabled are
 // always present (workflowId "" meaning every workflow); disabledReason and
-// disabledAt only while it is disabled.
+// disabledAt only while it is disabled. It has no secret field, so that
+// no list, get or enable answer can carry one: only createdView and
+// secretView do.
 type webhookView struct {
 	ID             string     `json:"id"`
 	URL            string     `json:"url"`
 	EventType      string     `json:"eventType"`
 	WorkflowID     string     `json:"workflowId"`
-	Secret         string     `json:"secret"`
 	CreatedAt      string     `json:"createdAt"`
 	Enabled        bool       `json:"enabled"`
 	DisabledReason string     `json:"disabledReason,omitempty"`
@@ -32,7 +33,6 @@ func viewOf(w registry.Webhook, h health.Record) webhookView {
 		URL:        w.URL,
 		EventType:  string(w.EventType),
 		WorkflowID: w.WorkflowID,
-		Secret:     w.Secret,
 		CreatedAt:  w.CreatedAt.UTC().Format(time.RFC3339),
 		Enabled:    !w.Disabled,
 		Health:     healthViewOf(h),
@@ -42,6 +42,17 @@ func viewOf(w registry.Webhook, h health.Record) webhookView {
 		v.DisabledAt = formatHealthTime(w.DisabledAt)
 	}
 	return v
+}
+
+// createdView is the create answer: the view plus the signing secret.
+type createdView struct {
+	webhookView
+	Secret string `json:"secret"`
+}
+
+// secretView is the answer of GET /api/webhook/{id}/secret.
+type secretView struct {
+	Secret string `json:"secret"`
 }
 
 func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
@@ -73,7 +84,7 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
 	s.log.InfoContext(r.Context(), "webhook created",
 		"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", hook.ID, "event_type", string(hook.EventType))
 	// A new webhook has no delivery history: healthy by definition.
-	writeSuccess(w, viewOf(hook, health.Record{}), "")
+	writeSuccess(w, createdView{webhookView: viewOf(hook, health.Record{}), Secret: hook.Secret}, "")
 	return nil
 }
 
@@ -120,6 +131,22 @@ func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("get webhook %s: %w", id, err)
 	}
 	writeSuccess(w, viewOf(hook, s.healthOf(id)), "")
+	return nil
+}
+
+// getSecret is the one read of a webhook's signing secret after its
+// creation (as Svix's GET …/secret). Each read is logged, without the
+// secret, so that an operator can see who fetched one.
+func (s *Server) getSecret(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	ws := workspaceFrom(r.Context())
+	hook, err := s.store.Get(r.Context(), ws, id)
+	if err != nil {
+		return fmt.Errorf("get webhook secret %s: %w", id, err)
+	}
+	s.log.InfoContext(r.Context(), "webhook secret read",
+		"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id)
+	writeSuccess(w, secretView{Secret: hook.Secret}, "")
 	return nil
 }
 

@@ -44,14 +44,19 @@ func TestCreateGetListDeleteRoundTrip(t *testing.T) {
 		t.Fatalf("Cache-Control = %q, want no-store (body carries a secret)", cc)
 	}
 
+	// Get and list show everything create did except the secret.
+	view := map[string]any{}
+	for k, v := range hook {
+		if k != "secret" {
+			view[k] = v
+		}
+	}
 	got := e.do(http.MethodGet, "/api/webhook/"+id, keyAcme, "", nil)
 	if got.status != http.StatusOK || !sameKeys(got.body, "status", "data") {
 		t.Fatalf("get: %d %s", got.status, got.raw)
 	}
-	for k, v := range hook {
-		if !reflect.DeepEqual(dataObject(t, got)[k], v) {
-			t.Fatalf("get %s = %v, create said %v", k, dataObject(t, got)[k], v)
-		}
+	if d := dataObject(t, got); !reflect.DeepEqual(d, view) {
+		t.Fatalf("get = %v, want create's answer without the secret %v", d, view)
 	}
 
 	list := e.do(http.MethodGet, "/api/webhook", keyAcme, "", nil)
@@ -59,8 +64,25 @@ func TestCreateGetListDeleteRoundTrip(t *testing.T) {
 		t.Fatalf("list (single page must have no nextCursor): %d %s", list.status, list.raw)
 	}
 	items := dataArray(t, list)
-	if len(items) != 1 || items[0]["id"] != id || items[0]["secret"] != secret {
+	if len(items) != 1 || !reflect.DeepEqual(items[0], view) {
 		t.Fatalf("list = %s", list.raw)
+	}
+	for _, r := range []response{got, list} {
+		if bytes.Contains(r.raw, []byte("whsec_")) || bytes.Contains(r.raw, []byte(`"secret"`)) {
+			t.Fatalf("a get or list answer carries the secret: %s", r.raw)
+		}
+	}
+
+	// The explicit read gives it back.
+	sec := e.do(http.MethodGet, "/api/webhook/"+id+"/secret", keyAcme, "", nil)
+	if sec.status != http.StatusOK || !sameKeys(sec.body, "status", "data") || sec.body["status"] != "success" {
+		t.Fatalf("get secret: %d %s", sec.status, sec.raw)
+	}
+	if d := dataObject(t, sec); !sameKeys(d, "secret") || d["secret"] != secret {
+		t.Fatalf("get secret = %s, want {\"secret\":%q}", sec.raw, secret)
+	}
+	if cc := sec.header.Get("Cache-Control"); cc != "no-store" {
+		t.Fatalf("secret read Cache-Control = %q, want no-store", cc)
 	}
 
 	del := e.do(http.MethodDelete, "/api/webhook/"+id, keyAcme, "", nil)
@@ -68,6 +90,7 @@ func TestCreateGetListDeleteRoundTrip(t *testing.T) {
 		t.Fatalf("delete: %d %s", del.status, del.raw)
 	}
 	wantError(t, e.do(http.MethodGet, "/api/webhook/"+id, keyAcme, "", nil), http.StatusNotFound, codeNotFound)
+	wantError(t, e.do(http.MethodGet, "/api/webhook/"+id+"/secret", keyAcme, "", nil), http.StatusNotFound, codeNotFound)
 	wantError(t, e.do(http.MethodDelete, "/api/webhook/"+id, keyAcme, "", nil), http.StatusNotFound, codeNotFound)
 
 	empty := e.do(http.MethodGet, "/api/webhook", keyAcme, "", nil)
@@ -190,6 +213,10 @@ func TestAuthAndRouting(t *testing.T) {
 		{"other workspace get", "GET", "/api/webhook/" + id, keyOther, 404, codeNotFound},
 		{"other workspace delete", "DELETE", "/api/webhook/" + id, keyOther, 404, codeNotFound},
 		{"other workspace failures", "GET", "/api/webhook/" + id + "/failures", keyOther, 404, codeNotFound},
+		{"other workspace secret", "GET", "/api/webhook/" + id + "/secret", keyOther, 404, codeNotFound},
+		{"unknown id secret", "GET", "/api/webhook/wh_doesnotexist/secret", keyAcme, 404, codeNotFound},
+		{"secret without key", "GET", "/api/webhook/" + id + "/secret", "", 401, codeUnauthorized},
+		{"post secret", "POST", "/api/webhook/" + id + "/secret", keyAcme, 405, codeMethodNotAllowed},
 		{"put collection", "PUT", "/api/webhook", keyAcme, 405, codeMethodNotAllowed},
 		{"post item", "POST", "/api/webhook/" + id, keyAcme, 405, codeMethodNotAllowed},
 		{"delete healthz", "DELETE", "/healthz", "", 405, codeMethodNotAllowed},
