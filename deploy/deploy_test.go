@@ -119,3 +119,30 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryAlertHasAUnitTest: each alert in alerts.yml is evaluated by at
+// least one alert_rule_test in alerts_test.yml (which promtool runs, see
+// check.sh), so none ships untested.
+func TestEveryAlertHasAUnitTest(t *testing.T) {
+	rules, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile("prometheus/alerts_test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tested := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*alertname:\s*(\S+)`).FindAllStringSubmatch(string(tests), -1) {
+		tested[m[1]] = true
+	}
+	alerts := regexp.MustCompile(`(?m)^\s*- alert:\s*(\S+)`).FindAllStringSubmatch(string(rules), -1)
+	if len(alerts) == 0 {
+		t.Fatal("no alerts found in alerts.yml")
+	}
+	for _, m := range alerts {
+		if !tested[m[1]] {
+			t.Errorf("alert %s has no alert_rule_test in alerts_test.yml", m[1])
+		}
+	}
+}

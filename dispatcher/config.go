@@ -70,6 +70,36 @@ type Config struct {
 	// Replicas is the deliveries stream's replica count. Zero means 1.
 	Replicas int
 
+	// DeliveriesMaxBytes bounds the deliveries stream (capacity.Budget's
+	// Deliveries share). Fan-out enforces it, not the server: JetStream
+	// refuses "discard new" on a stream with message schedules, and a
+	// server byte limit that discards old messages would silently drop the
+	// oldest pending jobs. So the stream has no server-side byte limit,
+	// and once it holds FanoutPauseAt of this, fan-out stops taking events
+	// (they wait, durably, in the events stream) until deliveries, retries
+	// and give-ups have made room. Zero means no bound.
+	DeliveriesMaxBytes int64
+	// FanoutPauseAt is the fill of DeliveriesMaxBytes at which fan-out
+	// pauses; it resumes 5 points below. The rest is headroom for work
+	// already taken, which re-stores jobs (retries, parked and deferred
+	// jobs, bundle expansion) and needs room to do so. The fill is sampled
+	// every second. Zero means 0.9.
+	FanoutPauseAt float64
+	// MaxDeliveries bounds how often JetStream may hand one message of the
+	// deliveries stream (a job or a bundle) to the dispatcher without it
+	// being settled. A message delivered more often is a poison: it is
+	// recorded as a failed delivery (reason max_deliveries) and terminated
+	// rather than handed out forever. Attempts do not count against it (a
+	// retry is a new message), nor do parking and deferring (so are they);
+	// what counts is a delivery that ends in a crash or an ack timeout, or
+	// in a hand-back because the job's next state could not be stored. A
+	// job handed back for reasons that are not its own (its host is busy,
+	// the shared registry is unreachable) is stored again as a fresh
+	// message once it has used half of the bound, so a slow path cannot
+	// exhaust it. Hand-backs also wait longer each time (up to a minute),
+	// so 50 deliveries span tens of minutes, not seconds. Zero means 50.
+	MaxDeliveries int
+
 	// Retry is the retry policy (zero value: 5s initial, 4h cap, 72h age).
 	Retry retry.Policy
 	// DeliveryTimeout bounds one HTTP attempt. Zero means 15s. It must match
@@ -207,6 +237,13 @@ func (c *Config) setDefaults() error {
 	def(&c.Workers, 2048)
 	def(&c.FetchBatch, 512)
 	def(&c.MaxAckPending, 20000)
+	def(&c.MaxDeliveries, 50)
+	if c.FanoutPauseAt == 0 {
+		c.FanoutPauseAt = 0.9
+	}
+	if c.DeliveriesMaxBytes < 0 || c.FanoutPauseAt <= resumeGap || c.FanoutPauseAt > 1 {
+		return fmt.Errorf("dispatcher: DeliveriesMaxBytes must not be negative and FanoutPauseAt must be in (%g, 1]", resumeGap)
+	}
 	def(&c.ProbationWorkers, max(c.Workers/4, 1))
 	def(&c.ProbationConnsPerHost, 2)
 	def(&c.FreshWorkers, c.Workers)
@@ -244,7 +281,7 @@ func (c *Config) setDefaults() error {
 		"Workers": c.Workers, "FetchBatch": c.FetchBatch, "MaxAckPending": c.MaxAckPending, "Replicas": c.Replicas,
 		"ProbationWorkers": c.ProbationWorkers, "ProbationConnsPerHost": c.ProbationConnsPerHost,
 		"ProbationHostQueue": c.ProbationHostQueue, "ProbationQueued": c.ProbationQueued,
-		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers} {
+		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers, "MaxDeliveries": c.MaxDeliveries} {
 		if v < 0 {
 			return fmt.Errorf("dispatcher: %s must not be negative", name)
 		}

@@ -39,10 +39,19 @@ type target struct {
 // job and hands it to its host's lane without blocking on I/O.
 func (d *Dispatcher) receive(msg jetstream.Msg) {
 	if d.stopping.Load() {
-		d.handBack(msg, 0)
+		d.handBack(msg, shutdownHandBack)
 		return
 	}
+	// The delivery bound (Config.MaxDeliveries) is kept here rather than by
+	// the consumer's MaxDeliver, which would leave the message in the
+	// stream, never delivered again and never recorded.
+	n := delivered(msg)
+	poison := n > uint64(d.cfg.MaxDeliveries)
 	if msg.Subject() == d.bundleSubject() {
+		if poison {
+			d.giveUpBundle(msg, n)
+			return
+		}
 		d.expand(msg)
 		return
 	}
@@ -53,12 +62,30 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	if poison {
+		// The attempts this copy knows of are those before it: each
+		// delivery may have made attempt j.Attempt again, or not (a crash).
+		why := fmt.Sprintf("handed out %d times without being settled, each time as attempt %d", n-1, j.Attempt)
+		if j.LastError != "" {
+			why += "; the attempt before: " + j.LastError
+		}
+		j.LastError = truncate(why, maxErrorLen)
+		d.giveUpAfter(msg, j, reasonMaxDeliveries, j.Attempt-1)
+		return
+	}
+	halfSpent := n > uint64(d.cfg.MaxDeliveries)/2
 	t, ok, err := d.resolve(j.WebhookID)
 	if err != nil {
-		// Cannot tell deleted from not-yet-known: ask again shortly.
+		// Cannot tell deleted from not-yet-known: ask again shortly. An
+		// unreachable registry is no fault of the job's, so once it has
+		// used half its deliveries it waits as a fresh copy.
 		d.log.Warn("unknown webhook and the shared registry is unreachable; job handed back",
 			"webhook", j.WebhookID, "err", err)
-		d.handBack(msg, jitter(2*time.Second))
+		if halfSpent {
+			d.setAside(msg, &j, time.Now().Add(jitter(2*time.Second)), "defer")
+			return
+		}
+		d.handBackLater(msg, jitter(2*time.Second), time.Minute)
 		return
 	}
 	if !ok {
@@ -68,9 +95,12 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
+	if halfSpent {
+		msg = &refreshing{Msg: msg, d: d, job: j}
+	}
 	if !t.wh.Disabled {
 		if at, parked := d.parkedUntil(j.WebhookID, time.Now()); parked {
-			d.parkAsync(msg, &j, at, "delivery")
+			d.setAside(msg, &j, at, "delivery")
 			return
 		}
 	}
@@ -78,8 +108,74 @@ func (d *Dispatcher) receive(msg jetstream.Msg) {
 		// Its host is saturated (or unproven hosts hold their share of
 		// the window already): set it aside, outside the ack-pending
 		// window, rather than NAK it and keep the slot.
-		d.parkAsync(msg, &j, time.Now().Add(jitter(wait)), "defer")
+		d.setAside(msg, &j, time.Now().Add(jitter(wait)), "defer")
 	}
+}
+
+// setAside parks (stage "delivery") or defers ("defer") a job taken from a
+// deliveries consumer, unless its stored copy could never fit the server's
+// max payload: then it is recorded as failed, reason too_large, rather
+// than handed back forever.
+func (d *Dispatcher) setAside(msg jetstream.Msg, j *job, at time.Time, stage string) {
+	if m := d.parkMsg(j, at); !d.fits(m) {
+		f := *j
+		if f.LastError == "" {
+			f.LastError = tooLargeError(m, d.cfg.Conn.MaxPayload())
+		}
+		d.giveUpAfter(msg, f, reasonTooLarge, j.Attempt-1)
+		return
+	}
+	d.parkAsync(msg, j, at, stage)
+}
+
+// refreshing is a job message that has used half of MaxDeliveries. When a
+// lane hands it back because its host is busy, it is stored again as a
+// fresh message, whose count starts afresh, and this copy is acked:
+// waiting for capacity is no fault of the job's and must not exhaust the
+// bound. (A lane hands a job back before its ack deadline passes, so
+// normally no other instance holds it meanwhile.) The hand-backs that should count (its next
+// state could not be stored) go through handBackLater, which unwraps it.
+type refreshing struct {
+	jetstream.Msg
+	d   *Dispatcher
+	job job
+}
+
+func (m *refreshing) NakWithDelay(delay time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := m.d.js.PublishMsg(ctx, m.d.parkMsg(&m.job, time.Now().Add(delay))); err != nil {
+		return m.Msg.NakWithDelay(delay)
+	}
+	return m.Msg.Ack()
+}
+
+// delivered is how often JetStream has handed msg out, this time included.
+func delivered(msg jetstream.Msg) uint64 {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return 1
+	}
+	return meta.NumDelivered
+}
+
+// handBackLater hands msg back after base, doubled for every delivery it
+// has had before, up to ceiling (a base above it is kept): a message that
+// keeps coming back because something it needs is down comes back ever
+// less often, so MaxDeliveries of them last tens of minutes, not seconds,
+// and the load of an outage fades. It always counts against the bound.
+func (d *Dispatcher) handBackLater(msg jetstream.Msg, base, ceiling time.Duration) {
+	if r, ok := msg.(*refreshing); ok {
+		msg = r.Msg
+	}
+	d.handBack(msg, grow(base, delivered(msg), ceiling))
+}
+
+func grow(base time.Duration, n uint64, ceiling time.Duration) time.Duration {
+	for i := uint64(1); i < n && base > 0 && base < ceiling; i++ {
+		base = min(2*base, ceiling)
+	}
+	return base
 }
 
 // resolve finds the webhook of a job: in the local registry, else (with
@@ -124,6 +220,21 @@ func (d *Dispatcher) target(webhookID string) (*target, bool) {
 	t := &target{wh: wh, url: u, secret: sec}
 	d.targets.Store(webhookID, t)
 	return t, true
+}
+
+// pruneTargets drops the cached targets of webhooks that were deleted or
+// changed since, so the cache (which holds plaintext secrets) is bounded
+// by the live webhooks and forgets a deleted one's secret within a prune
+// interval, even if no job of it ever comes again. It costs a registry
+// lookup per cached target, hence Run calls it every 30 s.
+func (d *Dispatcher) pruneTargets() {
+	d.targets.Range(func(k, v any) bool {
+		if wh, ok := d.cfg.Subscriptions.Get(k.(string)); !ok || wh != v.(*target).wh {
+			// Only this entry: a fresher one stored meanwhile stays.
+			d.targets.CompareAndDelete(k, v)
+		}
+		return true
+	})
 }
 
 type errKind int
@@ -265,16 +376,26 @@ func (d *Dispatcher) scheduleRetry(msg jetstream.Msg, j job, delay time.Duration
 	h[hdrSchedTarget] = []string{d.trialSubject(j.WebhookID)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := d.js.PublishMsg(ctx, &nats.Msg{
+	m := &nats.Msg{
 		Subject: d.schedSubject(j.WebhookID, j.DeliveryID),
 		Header:  h,
 		Data:    j.Body,
-	})
+	}
+	_, err := d.js.PublishMsg(ctx, m)
+	if isTooLarge(err) {
+		// The retry's headers (the last error, the schedule) took the job
+		// over the server's max payload: no retry can ever be stored.
+		d.log.Warn("retry is too large to store; recording the delivery as failed", "webhook", j.WebhookID,
+			"delivery", j.DeliveryID, "bytes", payloadSize(m), "max_payload", d.cfg.Conn.MaxPayload())
+		d.giveUp(msg, j, reasonTooLarge)
+		return
+	}
 	if err != nil {
 		// Keep the job: JetStream redelivers it after the delay, and the
-		// attempt repeats with the same number (bounded by max age).
+		// attempt repeats with the same number (bounded by max age and
+		// by MaxDeliveries).
 		d.log.Warn("schedule retry failed, handing job back", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
-		d.handBack(msg, delay)
+		d.handBackLater(msg, delay, time.Minute)
 		return
 	}
 	if err := msg.Ack(); err != nil {
@@ -282,26 +403,83 @@ func (d *Dispatcher) scheduleRetry(msg jetstream.Msg, j job, delay time.Duration
 	}
 }
 
-// giveUp records the failed delivery and only then acks the job, so a
-// crash in between repeats the record rather than losing it.
+// Reasons of failures that are not the retry policy's.
+const (
+	// reasonTooLarge: the job, or a copy it had to be stored as, is over
+	// the NATS server's max payload.
+	reasonTooLarge = "too_large"
+	// reasonMaxDeliveries: JetStream handed the message out more than
+	// Config.MaxDeliveries times without it being settled.
+	reasonMaxDeliveries = "max_deliveries"
+)
+
+// giveUp records the failed delivery after j.Attempt attempts and only
+// then settles the job, so a crash in between repeats the record rather
+// than losing it.
 func (d *Dispatcher) giveUp(msg jetstream.Msg, j job, reason string) {
+	d.giveUpAfter(msg, j, reason, j.Attempt)
+}
+
+// giveUpAfter is giveUp for a job that has had `attempts` attempts. A job
+// given up for a reason of its own (too large, delivered too often) is
+// terminated, so JetStream's advisories name the reason; others are acked.
+func (d *Dispatcher) giveUpAfter(msg jetstream.Msg, j job, reason string, attempts int) {
+	if err := d.recordFailure(j, reason, attempts); err != nil {
+		d.log.Error("record failed delivery; will retry recording", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
+		d.handBackLater(msg, 5*time.Second, time.Minute)
+		return
+	}
+	var err error
+	if reason == reasonTooLarge || reason == reasonMaxDeliveries {
+		err = msg.TermWithReason(reason)
+	} else {
+		err = msg.Ack()
+	}
+	if err != nil {
+		d.log.Warn("settle failed job", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
+	}
+}
+
+// recordFailure keeps j as a failed delivery (registry.Failure, retryable
+// through the API) and counts it.
+func (d *Dispatcher) recordFailure(j job, reason string, attempts int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := d.cfg.Failures.RecordFailure(ctx, registry.Failure{
 		ID: j.DeliveryID, WebhookID: j.WebhookID, Workspace: j.Workspace, EventID: j.EventID,
-		EventType: j.EventType, Subject: j.Subject, Attempts: j.Attempt, LastStatus: j.LastStatus,
+		EventType: j.EventType, Subject: j.Subject, Attempts: max(attempts, 0), LastStatus: j.LastStatus,
 		LastError: j.LastError, Reason: reason, FirstAttemptAt: j.FirstAttempt, LastAttemptAt: time.Now(),
 		Body: bytes.Clone(j.Body),
 	})
 	if err != nil {
-		d.log.Error("record failed delivery; will retry recording", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
-		d.handBack(msg, 5*time.Second)
-		return
+		return fmt.Errorf("dispatcher: record failure of delivery %s: %w", j.DeliveryID, err)
 	}
 	d.m.failed.WithLabelValues(string(j.EventType), reason).Inc()
 	d.log.Warn("delivery failed for good", "webhook", j.WebhookID, "delivery", j.DeliveryID,
-		"attempts", j.Attempt, "reason", reason, "last_status", j.LastStatus)
-	if err := msg.Ack(); err != nil {
-		d.log.Warn("ack failed job", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
+		"attempts", attempts, "reason", reason, "last_status", j.LastStatus)
+	return nil
+}
+
+// giveUpBundle records every delivery of a bundle that JetStream handed
+// out n times, more than MaxDeliveries, and terminates it.
+func (d *Dispatcher) giveUpBundle(msg jetstream.Msg, n uint64) {
+	b, err := decodeBundle(msg.Headers(), msg.Data())
+	if err != nil {
+		d.m.dropped.WithLabelValues("invalid_job").Inc()
+		d.log.Error("dropping malformed bundle", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	for _, id := range b.Webhooks {
+		j := b.jobFor(id, signature.DeliveryID(b.EventID, id))
+		j.LastError = fmt.Sprintf("bundled with other deliveries, handed out %d times without being settled", n-1)
+		if err := d.recordFailure(j, reasonMaxDeliveries, 0); err != nil {
+			d.log.Error("record failed delivery; will retry recording", "webhook", id, "delivery", j.DeliveryID, "err", err)
+			d.handBackLater(msg, 5*time.Second, time.Minute)
+			return
+		}
+	}
+	if err := msg.TermWithReason(reasonMaxDeliveries); err != nil {
+		d.log.Warn("settle failed bundle", "bundle", b.ID, "err", err)
 	}
 }

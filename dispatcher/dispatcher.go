@@ -42,7 +42,8 @@ type Dispatcher struct {
 	acks    chan pendingEvent // publishes whose acks settle a message; set by Run
 	// background runs auto-disables; Run waits for them.
 	background sync.WaitGroup
-	targets    sync.Map // webhook id -> *target
+	targets    sync.Map // webhook id -> *target; pruned by Run (pruneTargets)
+	gate       gate     // closed while the deliveries stream is nearly full
 	stopping   atomic.Bool
 	ready      atomic.Bool
 	running    atomic.Bool
@@ -131,27 +132,39 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// so one round's request overlaps the other's handling.
 	pullCtx, stopPulling := context.WithCancel(context.Background())
 	var pulling sync.WaitGroup
-	pulling.Go(func() { d.pullLoop(pullCtx, "fan-out", fan, true, func(m jetstream.Msg) { d.fanout(m, acks) }) })
+	pulling.Go(func() { d.fanoutLoop(pullCtx, fan, acks) })
 	for range 2 {
 		pulling.Go(func() { d.pullLoop(pullCtx, "delivery", del, false, d.receive) })
 	}
 	pulling.Go(func() { d.pullLoop(pullCtx, "probation", trial, false, d.receive) })
 	d.ready.Store(true)
-	d.log.Info("dispatcher running", "events_stream", d.cfg.EventStream.Name, "deliveries_stream", d.cfg.DeliveriesStream)
+	d.log.Info("dispatcher running", "events_stream", d.cfg.EventStream.Name, "deliveries_stream", d.cfg.DeliveriesStream,
+		"deliveries_max_bytes", d.cfg.DeliveriesMaxBytes, "max_deliveries", d.cfg.MaxDeliveries)
+	d.warnIfEventsCannotFit()
 
-	tick := time.NewTicker(5 * time.Second)
+	// Room in the deliveries stream is checked every second, the rest
+	// every 5 s; cached targets are pruned every 30 s (each prune reads
+	// the registry once per cached webhook).
+	tick, room := time.NewTicker(5*time.Second), time.NewTicker(time.Second)
 	d.sample(ctx, del)
+	d.checkRoom(ctx)
 loop:
-	for {
+	for n := 1; ; {
 		select {
 		case <-ctx.Done():
 			break loop
+		case <-room.C:
+			d.checkRoom(ctx)
 		case <-tick.C:
 			d.sample(ctx, del)
 			d.pruneLanes(time.Now())
+			if n++; n%6 == 0 {
+				d.pruneTargets()
+			}
 		}
 	}
 	tick.Stop()
+	room.Stop()
 
 	// Stop taking work: the fan-out finishes the round it holds (it is fast
 	// and only publishes), deliveries not yet started are handed back.
@@ -167,6 +180,20 @@ loop:
 	flusher.Wait()
 	d.log.Info("dispatcher stopped")
 	return nil
+}
+
+// jobHeadroom is what a job or bundle adds to its event's bytes at most:
+// the job headers, a last error and a schedule, or a bundle's webhook ids.
+const jobHeadroom = 16 << 10
+
+// warnIfEventsCannotFit says so at start when the largest event accepted
+// could not travel as a delivery job under the server's max payload: such
+// deliveries end as failures with reason too_large.
+func (d *Dispatcher) warnIfEventsCannotFit() {
+	if mp := d.cfg.Conn.MaxPayload(); mp > 0 && int64(d.cfg.MaxEventBytes)+jobHeadroom > mp {
+		d.log.Warn("events near the size limit cannot all become delivery jobs: the NATS server's max payload leaves too little room for a job's headers; their deliveries are recorded as failed (too_large)",
+			"max_event_bytes", d.cfg.MaxEventBytes, "max_payload", mp, "max_event_bytes_that_always_fit", max(mp-jobHeadroom, 0))
+	}
 }
 
 // Redeliver queues a recorded failure for a fresh round of attempts. It

@@ -1,7 +1,9 @@
 package dispatcher
 
 import (
+	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +25,72 @@ type pendingEvent struct {
 	jobs, parked int
 	stage        string
 	failed       error // a publish that never left the client
+}
+
+// gate pauses fan-out while the deliveries stream is nearly full (see
+// checkRoom). The zero value is open.
+type gate struct {
+	mu      sync.Mutex
+	closed  bool
+	changed chan struct{} // closed and replaced on every change
+}
+
+// state reports whether the gate is closed, and a channel closed at its
+// next change.
+func (g *gate) state() (bool, <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.changed == nil {
+		g.changed = make(chan struct{})
+	}
+	return g.closed, g.changed
+}
+
+func (g *gate) paused() bool {
+	closed, _ := g.state()
+	return closed
+}
+
+func (g *gate) set(closed bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed == closed {
+		return
+	}
+	g.closed = closed
+	if g.changed != nil {
+		close(g.changed)
+	}
+	g.changed = make(chan struct{})
+}
+
+// fanoutLoop runs the fan-out pull loop while the gate is open, until ctx
+// ends. A pause stops the loop after the round in hand, so no event is
+// taken (and held unacked) while it lasts: events wait in their stream.
+func (d *Dispatcher) fanoutLoop(ctx context.Context, fan jetstream.Consumer, acks chan<- pendingEvent) {
+	handle := func(m jetstream.Msg) { d.fanout(m, acks) }
+	for ctx.Err() == nil {
+		closed, changed := d.gate.state()
+		if closed {
+			select {
+			case <-ctx.Done():
+			case <-changed:
+			}
+			continue
+		}
+		round, stop := context.WithCancel(ctx)
+		var watch sync.WaitGroup
+		watch.Go(func() {
+			select {
+			case <-changed:
+				stop()
+			case <-round.Done():
+			}
+		})
+		d.pullLoop(round, "fan-out", fan, true, handle)
+		stop()
+		watch.Wait()
+	}
 }
 
 // fanout is the consume callback of the events consumer. It runs on one
@@ -142,7 +210,8 @@ func (p *pendingEvent) addBundles(d *Dispatcher, ev events.Event, ids []string, 
 }
 
 // publishBundle stores b for expansion now, or (at not zero) as a
-// scheduled message that fires at `at`.
+// scheduled message that fires at `at`. A bundle over the server's max
+// payload comes back as an unstorable holding its deliveries.
 func (d *Dispatcher) publishBundle(b *bundle, at time.Time) (jetstream.PubAckFuture, error) {
 	m := &nats.Msg{Subject: d.bundleSubject(), Header: b.header(), Data: b.Body}
 	if !at.IsZero() {
@@ -150,7 +219,21 @@ func (d *Dispatcher) publishBundle(b *bundle, at time.Time) (jetstream.PubAckFut
 		m.Header[hdrSchedule] = []string{"@at " + at.UTC().Format(time.RFC3339Nano)}
 		m.Header[hdrSchedTarget] = []string{d.bundleSubject()}
 	}
-	return d.js.PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second))
+	f, err := d.js.PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second))
+	if !isTooLarge(err) {
+		return f, err
+	}
+	u := unstorable{jobs: make([]job, 0, len(b.Webhooks))}
+	if !at.IsZero() { // the callers count scheduled bundles' webhooks as parked
+		u.parked = len(b.Webhooks)
+	}
+	why := tooLargeError(m, d.cfg.Conn.MaxPayload())
+	for _, id := range b.Webhooks {
+		j := b.jobFor(id, signature.DeliveryID(b.EventID, id))
+		j.LastError = why
+		u.jobs = append(u.jobs, j)
+	}
+	return u, nil
 }
 
 // publishJob stores the delivery job for (ev, webhook) on subject.
@@ -172,13 +255,21 @@ func (d *Dispatcher) publishJob(ev events.Event, webhookID, subject string) (jet
 // publishFirst stores a job's first copy, deduplicated on its delivery id,
 // optionally carrying its circuit's probe grant. When too many publishes
 // await their acks it waits for room (back-pressure on the consumer in
-// hand) rather than fail and make the caller redo its work.
+// hand) rather than fail and make the caller redo its work. A job over the
+// server's max payload comes back as an unstorable.
 func (d *Dispatcher) publishFirst(j *job, subject string, probe bool) (jetstream.PubAckFuture, error) {
 	h := j.header(j.DeliveryID)
 	if probe {
 		h[hdrProbe] = []string{"1"}
 	}
-	return d.js.PublishMsgAsync(&nats.Msg{Subject: subject, Header: h, Data: j.Body}, jetstream.WithStallWait(30*time.Second))
+	m := &nats.Msg{Subject: subject, Header: h, Data: j.Body}
+	f, err := d.js.PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second))
+	if !isTooLarge(err) {
+		return f, err
+	}
+	u := unstorable{jobs: []job{*j}, counted: 1} // the callers count each job published
+	u.jobs[0].LastError = tooLargeError(m, d.cfg.Conn.MaxPayload())
+	return u, nil
 }
 
 // acker acknowledges each event once all its jobs are stored, in arrival
@@ -187,25 +278,41 @@ func (d *Dispatcher) publishFirst(j *job, subject string, probe bool) (jetstream
 func (d *Dispatcher) acker(acks <-chan pendingEvent) {
 	for p := range acks {
 		var failed error
+		var unstored []job
 		for _, f := range p.futures {
+			if u, ok := f.(unstorable); ok {
+				unstored = append(unstored, u.jobs...)
+				p.jobs -= u.counted
+				p.parked -= u.parked
+				continue
+			}
 			select {
 			case <-f.Ok():
 			case err := <-f.Err():
 				failed = err
 			}
 		}
+		if failed == nil && len(unstored) > 0 {
+			// Recorded before the ack, so a crash in between records them
+			// again (records are replaced by delivery id), never loses them.
+			failed = d.recordUnstorable(unstored)
+		}
 		if failed != nil {
 			d.log.Warn("fan-out: job not stored, event handed back", "subject", p.msg.Subject(), "err", failed)
-			if err := p.msg.NakWithDelay(time.Second); err != nil {
-				d.log.Error("fan-out: nak event", "err", err)
+			// Events are never given up, and come back within seconds;
+			// bundles and parked jobs count against MaxDeliveries.
+			ceiling := time.Minute
+			if p.stage == "fanout" {
+				ceiling = 10 * time.Second
 			}
+			d.handBackLater(p.msg, time.Second, ceiling)
 			continue
 		}
 		if p.eventType != "" && p.jobs > 0 {
 			d.m.jobsCreated.WithLabelValues(p.eventType).Add(float64(p.jobs))
 		}
 		switch {
-		case p.parked == 0:
+		case p.parked <= 0:
 		case p.stage == "defer":
 			d.m.deferred.Add(float64(p.parked))
 		default:
@@ -216,6 +323,32 @@ func (d *Dispatcher) acker(acks <-chan pendingEvent) {
 		}
 	}
 }
+
+// recordUnstorable records deliveries that could not be stored as jobs.
+func (d *Dispatcher) recordUnstorable(jobs []job) error {
+	for _, j := range jobs {
+		if err := d.recordFailure(j, reasonTooLarge, j.Attempt-1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unstorable stands in for the publish of a job or bundle over the
+// server's max payload, which no retry could store: the acker records its
+// deliveries as failed (reason too_large) before it settles the message
+// they came from. counted and parked are what the caller counted for it.
+type unstorable struct {
+	jobs            []job
+	counted, parked int
+}
+
+// settled is a closed channel: an unstorable is done at once.
+var settled = func() chan *jetstream.PubAck { c := make(chan *jetstream.PubAck); close(c); return c }()
+
+func (unstorable) Ok() <-chan *jetstream.PubAck { return settled }
+func (unstorable) Err() <-chan error            { return nil }
+func (unstorable) Msg() *nats.Msg               { return nil }
 
 // failedFuture stands in for a publish that never left the client.
 type failedFuture struct{ err error }

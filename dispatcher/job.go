@@ -163,3 +163,28 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// isTooLarge reports a publish refused because the message is over the
+// server's max payload, which no retry can store: the client refuses it
+// before sending (nats.ErrMaxPayload), or the server does.
+func isTooLarge(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || err != nil && strings.Contains(err.Error(), "maximum payload")
+}
+
+// payloadSize is what the server's max payload limits: headers and data.
+func payloadSize(m *nats.Msg) int { return m.Size() - len(m.Subject) - len(m.Reply) }
+
+// fitMargin covers what a copy of a job may vary by between building it to
+// check and storing it: the digits of a time stamp.
+const fitMargin = 32
+
+// fits reports whether m can be stored under the server's max payload.
+func (d *Dispatcher) fits(m *nats.Msg) bool {
+	limit := d.cfg.Conn.MaxPayload()
+	return limit <= 0 || int64(payloadSize(m))+fitMargin <= limit
+}
+
+func tooLargeError(m *nats.Msg, limit int64) string {
+	return fmt.Sprintf("the delivery job is %d bytes with its headers, over the NATS server's max payload of %d bytes",
+		payloadSize(m), limit)
+}

@@ -241,7 +241,7 @@ func (d *Dispatcher) pruneLanes(now time.Time) {
 // attempt.
 func (d *Dispatcher) run(q queued, l *lane) {
 	if d.stopping.Load() {
-		d.handBack(q.msg, 0)
+		d.handBack(q.msg, shutdownHandBack)
 		return
 	}
 	t, ok := d.target(q.job.WebhookID)
@@ -299,7 +299,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	if d.stopping.Load() {
 		// Shutdown began while this job waited for a worker.
 		br.Abandon(q.job.WebhookID, dec.Probe)
-		d.handBack(q.msg, 0)
+		d.handBack(q.msg, shutdownHandBack)
 		return
 	}
 	if !dec.Probe && br.Status(q.job.WebhookID).State != breaker.Closed {
@@ -337,6 +337,12 @@ func (d *Dispatcher) run(q queued, l *lane) {
 		l.proven.Store(false)
 	}
 }
+
+// shutdownHandBack delays the jobs a stopping instance hands back past its
+// last pull round: with no delay the server would hand them straight back
+// to the round still open, again and again, spending each job's
+// MaxDeliveries within a second.
+const shutdownHandBack = 2 * pullWait
 
 func (d *Dispatcher) handBack(msg jetstream.Msg, delay time.Duration) {
 	var err error

@@ -32,6 +32,7 @@ type metrics struct {
 	fresh           prometheus.Gauge
 	syncWait        prometheus.Histogram
 	syncFailed      prometheus.Counter
+	fanoutPaused    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 86400}},
 			[]string{"event_type"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
-			Name: "deliveries_failed_total", Help: "Deliveries given up and recorded as failed, by event type and reason (max_attempts, max_age, gone, disabled)."},
+			Name: "deliveries_failed_total", Help: "Deliveries given up and recorded as failed, by event type and reason (max_attempts, max_age, gone, disabled, too_large, max_deliveries)."},
 			[]string{"event_type", "reason"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
 			Name: "deliveries_dropped_total", Help: "Delivery jobs dropped without an attempt, by reason (webhook_deleted, invalid_job)."},
@@ -92,6 +93,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}})
 	m.syncFailed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns,
 		Name: "fanout_registry_sync_failures_total", Help: "Batches of events handed back unmatched because the shared registry could not be confirmed current in time (they are fanned out again shortly, here or elsewhere)."})
+	m.fanoutPaused = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+		Name: "fanout_paused", Help: "1 while this instance's fan-out is paused because the deliveries stream is nearly full (events wait in the events stream)."})
 	for _, to := range []string{"open", "half_open", "closed"} {
 		m.transitions.WithLabelValues(to)
 	}
@@ -112,7 +115,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		for _, class := range []string{"3xx", "4xx", "5xx", "timeout", "network", "blocked"} {
 			m.attempts.WithLabelValues(et, "error", class)
 		}
-		for _, reason := range []string{"max_attempts", "max_age", "gone", "disabled"} {
+		for _, reason := range []string{"max_attempts", "max_age", "gone", "disabled", reasonTooLarge, reasonMaxDeliveries} {
 			m.failed.WithLabelValues(et, reason)
 		}
 	}
@@ -130,7 +133,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.eventsReceived, m.eventsRejected, m.jobsCreated, m.attempts,
 		m.attemptDuration, m.latency, m.failed, m.dropped, m.deferred, m.inflight, m.pendingRetry, m.backlog,
-		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation, m.fresh, m.syncWait, m.syncFailed} {
+		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation, m.fresh, m.syncWait, m.syncFailed, m.fanoutPaused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatcher: register metrics: %w", err)
 		}

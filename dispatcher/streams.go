@@ -54,9 +54,15 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del, trial jetstream.Consu
 		Subjects:    []string{root + ".job.>", root + ".sched.>"},
 		// Work-queue retention removes a job once it is acked; scheduled
 		// retries are removed by the server when they fire.
-		Retention:         jetstream.WorkQueuePolicy,
-		Storage:           jetstream.FileStorage,
-		Replicas:          d.cfg.Replicas,
+		Retention: jetstream.WorkQueuePolicy,
+		Storage:   jetstream.FileStorage,
+		Replicas:  d.cfg.Replicas,
+		// No byte limit here: message schedules require DiscardOld, and
+		// at a byte limit DiscardOld would drop the oldest pending jobs
+		// without a word. With no size, count or age limit it discards
+		// nothing; fan-out keeps the stream within DeliveriesMaxBytes
+		// (see checkRoom), and past that only the store's own total
+		// stops writes, refusing them, dropping none.
 		Discard:           jetstream.DiscardOld,
 		Duplicates:        2 * time.Minute,
 		AllowMsgSchedules: true,
@@ -65,6 +71,10 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del, trial jetstream.Consu
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("dispatcher: deliveries stream %s (message schedules need nats-server >= 2.12): %w", d.cfg.DeliveriesStream, err)
 	}
+	// MaxDeliver stays unbounded on all three consumers. Events are never
+	// given up; jobs are, after Config.MaxDeliveries, by the dispatcher
+	// itself (see receive), which records them first. A server-side bound
+	// would leave such a job in the work queue, undelivered and unrecorded.
 	fan, err = js.CreateOrUpdateConsumer(ctx, evName, jetstream.ConsumerConfig{
 		Durable:       d.cfg.FanoutConsumer,
 		Description:   "webhookd fan-out: events to delivery jobs",
@@ -131,5 +141,38 @@ func (d *Dispatcher) sample(ctx context.Context, del jetstream.Consumer) {
 		d.m.pendingRetry.Set(float64(si.State.Msgs - jobs))
 	} else {
 		d.m.pendingRetry.Set(0)
+	}
+}
+
+// resumeGap is how far below FanoutPauseAt the deliveries stream must fall
+// before fan-out resumes, so it does not flap at the mark.
+const resumeGap = 0.05
+
+// checkRoom samples the deliveries stream's size and pauses or resumes
+// fan-out. A sample that fails keeps the last decision.
+func (d *Dispatcher) checkRoom(ctx context.Context) {
+	if d.cfg.DeliveriesMaxBytes <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := d.js.Stream(ctx, d.cfg.DeliveriesStream)
+	if err != nil {
+		return
+	}
+	used := s.CachedInfo().State.Bytes
+	fill := float64(used) / float64(d.cfg.DeliveriesMaxBytes)
+	paused := d.gate.paused()
+	switch {
+	case !paused && fill >= d.cfg.FanoutPauseAt:
+		d.gate.set(true)
+		d.m.fanoutPaused.Set(1)
+		d.log.Warn("fan-out paused: the deliveries stream is nearly full; events wait in the events stream",
+			"stream", d.cfg.DeliveriesStream, "bytes", used, "limit_bytes", d.cfg.DeliveriesMaxBytes, "fill", fill)
+	case paused && fill < d.cfg.FanoutPauseAt-resumeGap:
+		d.gate.set(false)
+		d.m.fanoutPaused.Set(0)
+		d.log.Info("fan-out resumed: the deliveries stream has room again",
+			"stream", d.cfg.DeliveriesStream, "bytes", used, "limit_bytes", d.cfg.DeliveriesMaxBytes, "fill", fill)
 	}
 }

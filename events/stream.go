@@ -22,7 +22,13 @@ type StreamConfig struct {
 	Duplicates time.Duration
 	// Replicas for a clustered NATS. Zero means 1.
 	Replicas int
-	// MaxBytes caps the stream's size. Zero means unlimited.
+	// MaxBytes caps the stream's size (capacity.Budget derives it from the
+	// store size). At the cap the stream refuses new events: a publisher
+	// that asked for an acknowledgement gets an error ("maximum bytes
+	// exceeded"), a plain core-NATS publish is not stored. It never
+	// drops an event it has acknowledged, which might not have been fanned
+	// out yet; dispatcher/capacity purges events already fanned out long
+	// before the cap. Zero means unlimited.
 	MaxBytes int64
 }
 
@@ -64,11 +70,14 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		Subjects:    []string{cfg.Subjects.Filter()},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      maxAge,
-		Duplicates:  dups,
-		Replicas:    replicas,
-		MaxBytes:    maxBytes,
+		// At MaxBytes, refuse the new event rather than drop the oldest:
+		// the oldest may not be fanned out yet, and its publisher was
+		// told it is stored. MaxAge still expires events as before.
+		Discard:    jetstream.DiscardNew,
+		MaxAge:     maxAge,
+		Duplicates: dups,
+		Replicas:   replicas,
+		MaxBytes:   maxBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("events stream %s: %w", name, err)

@@ -229,6 +229,7 @@ func (s *Store) Get(ctx context.Context, workspace, id string) (Webhook, error) 
 	if err := ctx.Err(); err != nil {
 		return Webhook{}, err
 	}
+	s.catchUp(ctx)
 	var w Webhook
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketWebhooks).Bucket([]byte(workspace))
@@ -301,6 +302,7 @@ func (s *Store) List(ctx context.Context, workspace, cursor string, limit int) (
 	if err := ctx.Err(); err != nil {
 		return nil, "", err
 	}
+	s.catchUp(ctx)
 	if limit <= 0 {
 		limit = 100
 	}
@@ -374,4 +376,22 @@ func (s *Store) decode(v []byte) (w *Webhook, stale bool, err error) {
 		return nil, false, fmt.Errorf("webhook %s: %w", w.ID, err)
 	}
 	return w, stale, nil
+}
+
+// readSyncTimeout bounds how long a read waits for the shared registry.
+const readSyncTimeout = time.Second
+
+// catchUp gives reads read-your-writes across instances: with a journal
+// that can tell (replica.Replica's Sync), a read first waits, bounded,
+// until this copy holds every change any instance acknowledged before the
+// read began. When that cannot be confirmed (NATS unreachable) the read is
+// served from the local copy: a possibly stale answer beats none.
+func (s *Store) catchUp(ctx context.Context) {
+	j, ok := s.journal.(interface{ Sync(context.Context) error })
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, readSyncTimeout)
+	defer cancel()
+	_ = j.Sync(ctx)
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/webhookd/webhookd/dispatcher/capacity"
+	"github.com/webhookd/webhookd/events/natsconn"
 	"github.com/webhookd/webhookd/registry/api"
 )
 
@@ -58,6 +60,11 @@ type options struct {
 	encryptionKey  string
 	healthBucket   string
 	tombstoneGrace time.Duration
+	// Storage.
+	natsMaxStore   int64
+	natsMaxMemory  int64
+	natsMaxPayload int
+	maxDeliveries  int
 	// Shared failure records.
 	failuresStream   string
 	failuresPerHook  int
@@ -94,6 +101,10 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "address of the management API, /healthz, /readyz and /metrics")
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "directory for the bbolt registry and the embedded NATS store")
 	fs.StringVar(&o.natsURL, "nats-url", "", "external NATS server(s), comma-separated; empty starts an embedded server")
+	fs.Int64Var(&o.natsMaxStore, "nats-max-store", natsconn.DefaultMaxStore, "bytes of JetStream storage webhookd may use: the embedded server's max store, or with --nats-url what webhookd's streams are budgeted from (per replica); split between the streams as README's Storage section says")
+	fs.Int64Var(&o.natsMaxMemory, "nats-max-memory", natsconn.DefaultMaxMemory, "the embedded server's JetStream memory storage cap (webhookd keeps no stream in memory)")
+	fs.IntVar(&o.natsMaxPayload, "nats-max-payload", natsconn.DefaultMaxPayload, "the embedded server's largest message, headers included; --max-event-bytes must stay 16 KiB below it")
+	fs.IntVar(&o.maxDeliveries, "max-deliveries", 50, "times JetStream may hand out one delivery job without it being settled before it is recorded as failed (max_deliveries)")
 	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&o.subjectPrefix, "subject-prefix", "events", "events arrive on <prefix>.<workspaceId>.<eventType>")
 	fs.StringVar(&o.apiKeys, "api-keys", "", "API keys as workspace:key,workspace:key (empty: a bootstrap key is created)")
@@ -238,6 +249,16 @@ func (o *options) validate() error {
 		return fmt.Errorf("--failures-per-webhook must be 1 to 10000, got %d", o.failuresPerHook)
 	case o.failureRetention < time.Minute:
 		return fmt.Errorf("--failure-retention must be at least 1m, got %s", o.failureRetention)
+	case o.natsMaxStore < capacity.MinStore:
+		return fmt.Errorf("--nats-max-store must be at least %d (64 MiB), got %d", capacity.MinStore, o.natsMaxStore)
+	case o.natsMaxMemory < 0:
+		return fmt.Errorf("--nats-max-memory must not be negative, got %d", o.natsMaxMemory)
+	case o.natsMaxPayload < 1024 || o.natsMaxPayload > 64<<20:
+		return fmt.Errorf("--nats-max-payload must be 1 KiB to 64 MiB, got %d", o.natsMaxPayload)
+	case o.natsURL == "" && o.maxEventBytes > o.natsMaxPayload-16<<10:
+		return fmt.Errorf("--max-event-bytes (%d) must stay 16 KiB below --nats-max-payload (%d): a delivery job is the event plus its headers", o.maxEventBytes, o.natsMaxPayload)
+	case o.maxDeliveries < 1:
+		return fmt.Errorf("--max-deliveries must be at least 1, got %d", o.maxDeliveries)
 	case o.tombstoneGrace < time.Minute:
 		return fmt.Errorf("--registry-tombstone-grace must be at least 1m, got %s", o.tombstoneGrace)
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -57,7 +58,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "webhookd:", errors.Unwrap(err))
+		// The message names the flag; "usage: " only selects the exit code.
+		fmt.Fprintln(stderr, "webhookd:", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/webhookd/webhookd/dispatcher"
 	"github.com/webhookd/webhookd/dispatcher/breaker"
+	"github.com/webhookd/webhookd/dispatcher/capacity"
 	"github.com/webhookd/webhookd/dispatcher/retry"
 	"github.com/webhookd/webhookd/dispatcher/transport"
 	"github.com/webhookd/webhookd/events"
@@ -91,12 +92,17 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		return err
 	}
 
+	// Every stream's byte limit is a share of one store budget.
+	lim := capacity.Budget(o.natsMaxStore)
+
 	// 2. NATS: embedded unless an external URL is given.
 	natsURL := o.natsURL
 	var inProcess nats.InProcessConnProvider
 	if natsURL == "" {
 		emb, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{
 			Listen: o.natsListen, StoreDir: filepath.Join(o.dataDir, "jetstream"),
+			MaxStore: o.natsMaxStore, MaxMemory: o.natsMaxMemory, MaxPayload: int32(o.natsMaxPayload),
+			User: o.natsUser, Password: o.natsPassword, Token: o.natsToken,
 			SyncAlways: o.syncAlways, Logger: log,
 		})
 		if err != nil {
@@ -134,7 +140,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			return fmt.Errorf("jetstream: %w", err)
 		}
 		rep, err = replica.New(replica.Config{JetStream: js, Store: store, Bucket: o.registryBucket, Replicas: o.replicas,
-			TombstoneGrace: o.tombstoneGrace, Logger: log, Registerer: reg})
+			TombstoneGrace: o.tombstoneGrace, MaxBytes: lim.Registry, Logger: log, Registerer: reg})
 		if err != nil {
 			return err
 		}
@@ -182,7 +188,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("jetstream: %w", err)
 		}
-		hs, err = health.New(health.Config{JetStream: js, Bucket: o.healthBucket, Replicas: o.replicas, Logger: log,
+		hs, err = health.New(health.Config{JetStream: js, Bucket: o.healthBucket, Replicas: o.replicas, MaxBytes: lim.Health, Logger: log,
 			OnChange: func(r health.Record) { disp.ObserveHealth(r) }})
 		if err != nil {
 			return err
@@ -199,7 +205,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			return fmt.Errorf("jetstream: %w", err)
 		}
 		flog, err = failurelog.New(failurelog.Config{JetStream: js, Stream: o.failuresStream,
-			MaxPerWebhook: o.failuresPerHook, MaxAge: o.failureRetention, Replicas: o.replicas,
+			MaxPerWebhook: o.failuresPerHook, MaxAge: o.failureRetention, MaxBytes: lim.Failures, Replicas: o.replicas,
 			Logger: log, Registerer: reg})
 		if err != nil {
 			return err
@@ -210,13 +216,16 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		Conn: nc, Subscriptions: store.Index(), Lookup: lookupOf(rep), Registry: registrySyncOf(rep), Failures: recorder, Client: client,
 		EventStream: events.StreamConfig{
 			Name: o.eventsStream, Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxAge: o.eventRetention, Replicas: o.replicas,
+			MaxBytes: lim.Events,
 		},
-		DeliveriesStream:  o.delivStream,
-		DeliveriesSubject: o.delivSubject,
-		FanoutConsumer:    o.fanoutCons,
-		DeliveryConsumer:  o.deliverCons,
-		MaxEventBytes:     o.maxEventBytes,
-		Replicas:          o.replicas,
+		DeliveriesMaxBytes: lim.Deliveries,
+		MaxDeliveries:      o.maxDeliveries,
+		DeliveriesStream:   o.delivStream,
+		DeliveriesSubject:  o.delivSubject,
+		FanoutConsumer:     o.fanoutCons,
+		DeliveryConsumer:   o.deliverCons,
+		MaxEventBytes:      o.maxEventBytes,
+		Replicas:           o.replicas,
 		Retry: retry.Policy{
 			Initial: o.retryInitial, MaxInterval: o.retryMaxIvl, MaxAge: o.retryMaxAge, MaxAttempts: o.retryMaxTries,
 		},
@@ -234,6 +243,28 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		Logger:        log,
 		Registerer:    reg,
 	})
+	if err != nil {
+		return err
+	}
+
+	// Store fill: gauges per stream, trimming of fanned-out events, the
+	// /readyz notice when a stream is nearly full.
+	capJS, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	watch := []capacity.Stream{{Name: o.delivStream, Limit: lim.Deliveries}}
+	if o.registryBucket != "" {
+		watch = append(watch, capacity.Stream{Name: "KV_" + o.registryBucket})
+	}
+	if o.healthBucket != "" {
+		watch = append(watch, capacity.Stream{Name: "KV_" + o.healthBucket})
+	}
+	if flog != nil {
+		watch = append(watch, capacity.Stream{Name: o.failuresStream})
+	}
+	mon, err := capacity.New(capacity.Config{JetStream: capJS, EventsStream: o.eventsStream, FanoutConsumer: o.fanoutCons,
+		Streams: watch, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -288,6 +319,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	var wg sync.WaitGroup
 	var dispErr, repErr, apiErr error
 	wg.Go(func() { dispErr = disp.Run(dispCtx) })
+	wg.Go(func() { _ = mon.Run(dispCtx) })
 	if hs != nil {
 		wg.Go(func() { _ = hs.Run(dispCtx) })
 	}

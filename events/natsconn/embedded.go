@@ -20,10 +20,25 @@ type EmbeddedConfig struct {
 	Listen string
 	// StoreDir holds JetStream's files. Required.
 	StoreDir string
-	// MaxStore caps JetStream file storage. Zero means 10 GiB.
+	// MaxStore caps JetStream file storage: everything webhookd keeps in
+	// NATS together (events, delivery jobs, the shared registry, health,
+	// failure records). capacity.Budget splits the same number between
+	// the streams, whose byte limits the server then reserves out of it.
+	// Zero means 10 GiB; negative is an error.
 	MaxStore int64
-	// MaxMemory caps JetStream memory storage. Zero means 256 MiB.
+	// MaxMemory caps JetStream memory storage. webhookd keeps no stream in
+	// memory, so this bounds nothing of its own (and not the server's
+	// heap). Zero means 256 MiB; negative is an error.
 	MaxMemory int64
+	// MaxPayload is the largest message the server accepts, headers
+	// included. A delivery job is the event plus up to a few KiB of
+	// headers, so keep it well above the largest event accepted. Zero
+	// means 8 MiB; at most 64 MiB (the server's own limit).
+	MaxPayload int32
+	// User and Password, or Token, make the server require them of every
+	// client (the in-process one included). The daemon refuses to listen
+	// beyond loopback without one of them. At most one kind may be set.
+	User, Password, Token string
 	// SyncAlways makes JetStream fsync every write, trading throughput for
 	// durability across power loss (the default syncs every 2 minutes).
 	SyncAlways bool
@@ -33,6 +48,13 @@ type EmbeddedConfig struct {
 	// Logger receives the server's notices and errors. Nil: slog.Default().
 	Logger *slog.Logger
 }
+
+// Defaults of the zero EmbeddedConfig limits.
+const (
+	DefaultMaxStore   = 10 << 30
+	DefaultMaxMemory  = 256 << 20
+	DefaultMaxPayload = 8 << 20
+)
 
 // Embedded is a running in-process NATS server.
 type Embedded struct {
@@ -60,12 +82,22 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	maxStore, maxMem := cfg.MaxStore, cfg.MaxMemory
-	if maxStore <= 0 {
-		maxStore = 10 << 30
+	maxStore, maxMem, maxPayload := cfg.MaxStore, cfg.MaxMemory, cfg.MaxPayload
+	if maxStore < 0 || maxMem < 0 || maxPayload < 0 || maxPayload > 64<<20 {
+		return nil, fmt.Errorf("natsconn: embedded server limits out of range: MaxStore %d, MaxMemory %d, MaxPayload %d (0 to 64 MiB)",
+			maxStore, maxMem, maxPayload)
 	}
-	if maxMem <= 0 {
-		maxMem = 256 << 20
+	if maxStore == 0 {
+		maxStore = DefaultMaxStore
+	}
+	if maxMem == 0 {
+		maxMem = DefaultMaxMemory
+	}
+	if maxPayload == 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	if (cfg.User == "") != (cfg.Password == "") || cfg.Token != "" && cfg.User != "" {
+		return nil, errors.New("natsconn: embedded server auth is user and password together, or a token")
 	}
 	timeout := cfg.StartTimeout
 	if timeout <= 0 {
@@ -83,7 +115,10 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		// webhookd owns signal handling and shuts the server down in order.
 		NoSigs:          true,
 		NoSystemAccount: true,
-		MaxPayload:      8 << 20,
+		MaxPayload:      maxPayload,
+		Username:        cfg.User,
+		Password:        cfg.Password,
+		Authorization:   cfg.Token,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

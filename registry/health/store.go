@@ -26,6 +26,12 @@ type Config struct {
 	// healthy again), which bounds the bucket and every instance's copy
 	// of it by the webhooks active within TTL. Zero means 7 days.
 	TTL time.Duration
+	// MaxBytes bounds the bucket (capacity.Budget's Health share). Once it
+	// is full, new records are refused: Put fails, the dispatcher keeps
+	// the change and tries again, and circuits keep working on each
+	// instance meanwhile; TTL frees room as idle webhooks expire. Zero
+	// means no byte limit.
+	MaxBytes int64
 	// OnChange, when set, is called from the watch goroutine with every
 	// record written by any instance (this one included), and with a zero
 	// Record carrying only WebhookID when a record is deleted. The
@@ -61,8 +67,8 @@ func New(cfg Config) (*Store, error) {
 	if cfg.TTL == 0 {
 		cfg.TTL = 7 * 24 * time.Hour
 	}
-	if cfg.Replicas < 0 || cfg.TTL < 0 {
-		return nil, errors.New("health: Replicas and TTL must not be negative")
+	if cfg.Replicas < 0 || cfg.TTL < 0 || cfg.MaxBytes < 0 {
+		return nil, errors.New("health: Replicas, TTL and MaxBytes must not be negative")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -158,6 +164,7 @@ func (s *Store) watch(ctx context.Context) error {
 		Description: "webhookd endpoint health and circuit state, shared by every instance",
 		History:     1,
 		TTL:         s.cfg.TTL,
+		MaxBytes:    s.cfg.MaxBytes,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.cfg.Replicas,
 	})

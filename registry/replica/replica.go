@@ -51,6 +51,10 @@ type Config struct {
 	Bucket string
 	// Replicas of the bucket in a NATS cluster. Zero means 1.
 	Replicas int
+	// MaxBytes caps the bucket's stream (its share of the store, see
+	// dispatcher/capacity). Zero means no limit. At the limit registrations
+	// and deletions fail with registry.ErrUnavailable; nothing is dropped.
+	MaxBytes int64
 	// WriteTimeout bounds one write to the bucket. Zero means 10s.
 	WriteTimeout time.Duration
 	// TombstoneGrace is how long a deletion's marker stays in the bucket
@@ -117,7 +121,7 @@ func New(cfg Config) (*Replica, error) {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
-	if cfg.Replicas < 0 || cfg.WriteTimeout < 0 || cfg.TombstoneGrace < 0 {
+	if cfg.Replicas < 0 || cfg.WriteTimeout < 0 || cfg.TombstoneGrace < 0 || cfg.MaxBytes < 0 {
 		return nil, errors.New("replica: Replicas, WriteTimeout and TombstoneGrace must not be negative")
 	}
 	if cfg.TombstoneGrace == 0 {
@@ -361,6 +365,7 @@ func (r *Replica) Run(ctx context.Context) error {
 			History:     1,
 			Storage:     jetstream.FileStorage,
 			Replicas:    r.cfg.Replicas,
+			MaxBytes:    r.cfg.MaxBytes,
 		})
 		cancel()
 		if err == nil {

@@ -19,6 +19,9 @@ func (r *Replica) Sync(ctx context.Context) error {
 	if err := r.stuck(); err != nil {
 		return err
 	}
+	if !r.cfg.JetStream.Conn().IsConnected() {
+		return fmt.Errorf("%w: NATS is not connected", registry.ErrUnavailable)
+	}
 	kv, err := r.bucket()
 	if err != nil {
 		return err

@@ -1,0 +1,66 @@
+package capacity
+
+import "testing"
+
+func TestBudget(t *testing.T) {
+	const (
+		mib = int64(1) << 20
+		gib = int64(1) << 30
+	)
+	for _, tc := range []struct {
+		name  string
+		store int64
+		want  Limits // zero fields are not checked, except for the zero budget
+		zero  bool
+	}{
+		{name: "no store, no budget", store: 0, zero: true},
+		{name: "negative, no budget", store: -1, zero: true},
+		{name: "the 10 GiB default", store: 10 * gib, want: Limits{
+			Failures: gib, Registry: 512 * mib, Health: 214748364, Reserve: 512 * mib,
+			Deliveries: 4606352425, Events: 3768833803}},
+		{name: "a test-sized 4 MiB", store: 4 * mib},
+		{name: "MinStore", store: MinStore},
+		{name: "1 TiB: the small shares are capped", store: 1024 * gib, want: Limits{
+			Failures: 16 * gib, Registry: 4 * gib, Health: gib}},
+		{name: "a store of a few bytes still gives every stream one", store: 7},
+		{name: "an absurd 4 EiB does not overflow", store: 4 << 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := Budget(tc.store)
+			if tc.zero {
+				if l != (Limits{}) {
+					t.Fatalf("Budget(%d) = %+v, want the zero Limits", tc.store, l)
+				}
+				return
+			}
+			for name, v := range map[string]int64{"Events": l.Events, "Deliveries": l.Deliveries, "Failures": l.Failures,
+				"Registry": l.Registry, "Health": l.Health, "Reserve": l.Reserve} {
+				if v <= 0 {
+					t.Errorf("%s = %d, want a positive bound", name, v)
+				}
+			}
+			if tc.store > 100 {
+				if l.Total() != tc.store {
+					t.Errorf("shares add up to %d, want the whole store %d", l.Total(), tc.store)
+				}
+				if l.Reserved() > tc.store-l.Reserve {
+					t.Errorf("reserved %d leaves less than the reserve %d of %d", l.Reserved(), l.Reserve, tc.store)
+				}
+				if l.Deliveries < l.Events {
+					t.Errorf("deliveries %d below events %d: the stream of undiscardable work gets the larger share", l.Deliveries, l.Events)
+				}
+			}
+			check := func(name string, got, want int64) {
+				if want != 0 && got != want {
+					t.Errorf("%s = %d, want %d", name, got, want)
+				}
+			}
+			check("Events", l.Events, tc.want.Events)
+			check("Deliveries", l.Deliveries, tc.want.Deliveries)
+			check("Failures", l.Failures, tc.want.Failures)
+			check("Registry", l.Registry, tc.want.Registry)
+			check("Health", l.Health, tc.want.Health)
+			check("Reserve", l.Reserve, tc.want.Reserve)
+		})
+	}
+}
