@@ -97,6 +97,8 @@ func (v Validator) validWebhook(w *Webhook) error {
 		return errors.New("createdAt is missing")
 	case w.Disabled != (w.DisabledReason != ""):
 		return errors.New("disabled and disabledReason disagree")
+	case CheckDescription(w.Description) != "":
+		return fmt.Errorf("description %s", CheckDescription(w.Description))
 	}
 	return nil
 }

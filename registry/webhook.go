@@ -42,6 +42,11 @@ type Webhook struct {
 	// DisabledAt is when it was disabled, to the millisecond; zero while
 	// enabled.
 	DisabledAt time.Time `json:"disabledAt,omitzero"`
+	// Description is the owner's free text about the webhook: at most
+	// MaxDescriptionLen printable characters (CheckDescription), "" for
+	// none. webhookd never acts on it. Records stored before this field
+	// decode without one.
+	Description string `json:"description,omitempty"`
 }
 
 // Reasons a webhook is disabled, as Disable records them.

@@ -269,6 +269,16 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		return err
 	}
 
+	// POST /api/events publishes through the events stream.
+	pubJS, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	publisher, err := events.NewPublisher(pubJS, events.PublisherConfig{Stream: o.eventsStream})
+	if err != nil {
+		return err
+	}
+
 	// 5. HTTP API.
 	proxies, err := api.ParseTrustedProxies(o.trustedProxies) // validated with the flags
 	if err != nil {
@@ -278,7 +288,15 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		Store: store, Validator: validator, Failures: apiFailures,
 		Keys:           api.KeySet{Static: staticKeys, Shared: sharedKeysOf(sharedKeys), Bootstrap: bootstrapKeys},
 		TrustedProxies: proxies, ForwardedHeader: o.fwdHeader,
-		Logger: log, Gatherer: reg, Registerer: reg, Redeliver: disp, Health: disp,
+		Events: publisher,
+		Warnings: func() []string {
+			if err := mon.Ready(); err != nil {
+				return []string{err.Error()}
+			}
+			return nil
+		},
+		EventDecoder: events.Decoder{Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxBytes: o.maxEventBytes},
+		Logger:       log, Gatherer: reg, Registerer: reg, Redeliver: disp, Health: disp,
 		Ready: func() error {
 			if !nc.IsConnected() {
 				return errors.New("NATS is not connected")

@@ -60,8 +60,8 @@ func TestDecodeCreate(t *testing.T) {
 					return
 				}
 			}
-			if in != tc.want {
-				t.Fatalf("input = %+v, want %+v", in, tc.want)
+			if in.Input != tc.want {
+				t.Fatalf("input = %+v, want %+v", in.Input, tc.want)
 			}
 		})
 	}

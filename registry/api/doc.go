@@ -1,19 +1,23 @@
 // Package api is webhookd's management HTTP API (DESIGN §4): registering,
-// listing, reading and deleting webhook subscriptions, inspecting and manually
-// retrying failed deliveries, plus the unauthenticated operational endpoints
-// /healthz, /readyz and /metrics.
+// listing, reading, changing and deleting webhook subscriptions, publishing
+// events, inspecting and manually retrying failed deliveries, plus the
+// unauthenticated endpoints /healthz, /readyz, /metrics and /openapi.yaml.
+// openapi.yaml (OpenAPI 3.1, embedded and served) describes every route;
+// tests hold it to the routes registered, and the answers to it.
 //
 // # Routes
 //
-//	POST   /api/webhook                                       create (body {"url","eventType","workflowId"?})
+//	POST   /api/webhook                                       create (body {"url","eventType","workflowId"?,"description"?})
 //	GET    /api/webhook?limit=&cursor=                        list the caller's workspace
 //	GET    /api/webhook/{id}                                  read one (without its secret)
+//	PATCH  /api/webhook/{id}                                  change url, eventType, workflowId, description, enabled
 //	GET    /api/webhook/{id}/secret                           read its signing secret: {"secret":"whsec_..."}
 //	DELETE /api/webhook/{id}                                  delete one (and its recorded failures)
 //	POST   /api/webhook/{id}/enable                           re-enable a disabled one (idempotent), reset its health
 //	GET    /api/webhook/{id}/failures?limit=                  failed deliveries, newest first
 //	POST   /api/webhook/{id}/failures/{failureId}/retry       redeliver one failure now
-//	GET    /healthz  /readyz  /metrics                        no auth
+//	POST   /api/events                                        publish an event (202 once JetStream stored it)
+//	GET    /healthz  /readyz  /metrics  /openapi.yaml         no auth
 //
 // Every /api route needs the header x-copy-ai-api-key; the key decides the
 // workspace, and ids of other workspaces answer 404 exactly like unknown ids so
@@ -36,8 +40,8 @@
 // # Webhook view
 //
 // A webhook on the wire is {id, url, eventType, workflowId, createdAt,
-// enabled, disabledReason?, disabledAt?, health}; the create answer adds
-// secret. disabledReason
+// enabled, disabledReason?, disabledAt?, description?, health}; the create
+// answer adds secret. description appears only when set. disabledReason
 // ("failing", "gone", "manual") and disabledAt appear only while enabled is
 // false. health is {"state":"healthy"|"failing"|"circuit_open",
 // "consecutiveFailures", "lastSuccessAt", "lastFailureAt",
@@ -52,25 +56,45 @@
 //
 //	INVALID_JSON            400  body is not one JSON object (details.reason)
 //	UNSUPPORTED_MEDIA_TYPE  400  POST body without Content-Type application/json (DESIGN fixes 400, not 415)
+//	UNKNOWN_FIELD           400  PATCH or simple-form publish member that is not one (details names each)
+//	INVALID_IDEMPOTENCY_KEY 400  Idempotency-Key not 1-256 printable ASCII, or given twice
 //	INVALID_CURSOR          400  ?cursor= was not produced by this server
 //	INVALID_LIMIT           400  ?limit= is not an integer in 1..1000
 //	UNAUTHORIZED            401  x-copy-ai-api-key missing or unknown
 //	NOT_FOUND               404  unknown route, or unknown / other workspace's id
 //	METHOD_NOT_ALLOWED      405  known route, wrong method (Allow header set)
-//	BODY_TOO_LARGE          413  body over Config.MaxBodyBytes (details.limitBytes)
-//	VALIDATION_FAILED       422  details maps each bad field (url, eventType, workflowId) to a message
+//	BODY_TOO_LARGE          413  body over Config.MaxBodyBytes, or an event over the decoder's MaxBytes (details.limitBytes)
+//	VALIDATION_FAILED       422  details maps each bad field (url, eventType, workflowId, description, enabled,
+//	                             type, payload; "body" for a PATCH setting nothing) to a message
 //	RATE_LIMITED            429  too many failed authentications from this client with this key, or with any key (Retry-After set)
 //	INTERNAL                500  anything unexpected; logged with the request id, never described
 //	REDELIVERY_UNAVAILABLE  501  manual retry requested but this server has no Redeliverer
+//	                        409  ... or the failure's event body was not kept
 //	NOT_READY               503  /readyz while not ready (details.reason)
+//	REGISTRY_UNAVAILABLE    503  a write while the shared registry (NATS) is unreachable; nothing changed
+//	EVENTS_UNAVAILABLE      503  JetStream did not acknowledge a published event (details.reason says
+//	                             whether it refused it or it may be stored: retry with the same key)
 //
 // # Request bodies
 //
-// Unknown JSON fields are ignored (copy.ai clients send extras), but field
-// names match exactly (no case folding), trailing data after the object is
-// rejected, and a JSON null counts as an absent field. A known field of the
+// Create ignores unknown JSON fields (copy.ai clients send extras); PATCH
+// and the simple publish form refuse them (400 UNKNOWN_FIELD), since a
+// misspelt member of a change would otherwise silently change nothing.
+// Field names match exactly (no case folding), trailing data after the
+// object is rejected, and in create a JSON null counts as an absent field
+// (in PATCH it clears workflowId or description). A known field of the
 // wrong JSON type is a 422 naming that field, reported together with any
-// other invalid field.
+// other invalid field. PATCH also takes application/merge-patch+json.
+//
+// # Publishing
+//
+// POST /api/events takes the event object exactly as on NATS, or the simple
+// form {"eventType","workflowId"?,"payload"?} (stored as {"type",
+// "workflowId", payload's members}); it accepts only what the fan-out's
+// events.Decoder accepts. The Idempotency-Key header, scoped to the
+// workspace, becomes Nats-Msg-Id and the event id ("<workspace>:<key>"):
+// a repeat within the events stream's Duplicates window (2 minutes) stores
+// nothing and answers duplicate true with the first sequence.
 //
 // # API keys
 //

@@ -25,6 +25,9 @@ const (
 	codeInternal              = "INTERNAL"
 	codeRedeliveryUnavailable = "REDELIVERY_UNAVAILABLE"
 	codeRegistryUnavailable   = "REGISTRY_UNAVAILABLE"
+	codeUnknownField          = "UNKNOWN_FIELD"
+	codeInvalidIdempotencyKey = "INVALID_IDEMPOTENCY_KEY"
+	codeEventsUnavailable     = "EVENTS_UNAVAILABLE"
 )
 
 // apiError is an error that already knows how it looks on the wire. Handlers
@@ -84,6 +87,10 @@ func toAPIError(err error) (*apiError, bool) {
 	case errors.Is(err, registry.ErrUnavailable):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: codeRegistryUnavailable,
 			Details: map[string]any{"reason": "the shared registry (NATS) is unreachable; nothing was changed, retry later"}}, true
+	case errors.Is(err, registry.ErrEmptyPatch):
+		return validationError(map[string]string{"body": "must set at least one of " + patchableList}), false
+	case errors.Is(err, errEventsUnavailable):
+		return eventsUnavailable(err), true
 	case errors.Is(err, registry.ErrBadCursor):
 		return &apiError{Status: http.StatusBadRequest, Code: codeInvalidCursor,
 			Details: map[string]any{"reason": "cursor is malformed or was not issued by this server"}}, false
@@ -111,6 +118,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // writeSuccess writes a 200 success envelope; nextCursor "" is omitted.
 func writeSuccess(w http.ResponseWriter, data any, nextCursor string) {
 	writeEnvelope(w, http.StatusOK, successEnvelope{Status: "success", Data: data, NextCursor: nextCursor})
+}
+
+// writeAccepted writes a 202 success envelope: the request is taken, its
+// effect (such as deliveries) follows.
+func writeAccepted(w http.ResponseWriter, data any) {
+	writeEnvelope(w, http.StatusAccepted, successEnvelope{Status: "success", Data: data})
 }
 
 func writeEnvelope(w http.ResponseWriter, status int, v any) {

@@ -18,7 +18,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 				Details: map[string]any{"reason": err.Error()}}
 		}
 	}
-	writeSuccess(w, map[string]bool{"ready": true}, "")
+	body := map[string]any{"ready": true}
+	if s.warnings != nil {
+		if ws := s.warnings(); len(ws) > 0 {
+			body["warnings"] = ws
+		}
+	}
+	writeSuccess(w, body, "")
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
 )
 
@@ -55,6 +56,12 @@ type Config struct {
 	// whose details.reason is err.Error() — shown to unauthenticated callers,
 	// so it must not carry secrets. A nil func means always ready.
 	Ready func() error
+	// Warnings, when set, adds to a ready /readyz answer the conditions
+	// that need an operator but must not take the instance out of rotation
+	// (a stream nearly full: every instance sees the same streams, and an
+	// API out of rotation could not even delete the webhooks filling it).
+	// Shown unauthenticated, like Ready's reason.
+	Warnings func() []string
 	// Redeliver performs manual retries of recorded failures; nil makes the
 	// retry route answer 501 REDELIVERY_UNAVAILABLE.
 	Redeliver Redeliverer
@@ -68,6 +75,16 @@ type Config struct {
 	// and is reset when a webhook is enabled. Nil shows every webhook as
 	// {"state":"healthy"} and resets nothing.
 	Health HealthSource
+	// Events stores the events POST /api/events accepts in the events
+	// stream (events.Publisher provides it). Nil makes that route answer
+	// 503 EVENTS_UNAVAILABLE.
+	Events EventPublisher
+	// EventDecoder is the fan-out's decoder (the same Subjects and
+	// MaxBytes the dispatcher is given): POST /api/events builds each
+	// event's subject with its Subjects and accepts only what it accepts,
+	// so that no accepted event is dropped as malformed later. Its
+	// MaxBytes (0: events.DefaultMaxBytes) is also that route's body limit.
+	EventDecoder events.Decoder
 	// MaxBodyBytes caps request bodies; 0 means 1 MiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds Run's graceful shutdown; 0 means 10s.
@@ -89,9 +106,12 @@ type Server struct {
 	validator       registry.Validator
 	log             *slog.Logger
 	ready           func() error
+	warnings        func() []string
 	redeliver       Redeliverer
 	failures        FailureStore
 	health          HealthSource
+	events          EventPublisher
+	eventDecoder    events.Decoder
 	maxBodyBytes    int64
 	shutdownTimeout time.Duration
 
@@ -113,6 +133,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("api: Config.MaxBodyBytes must not be negative, got %d", cfg.MaxBodyBytes)
 	case cfg.ShutdownTimeout < 0:
 		return nil, fmt.Errorf("api: Config.ShutdownTimeout must not be negative, got %s", cfg.ShutdownTimeout)
+	case cfg.EventDecoder.MaxBytes < 0:
+		return nil, fmt.Errorf("api: Config.EventDecoder.MaxBytes must not be negative, got %d", cfg.EventDecoder.MaxBytes)
+	}
+	if cfg.EventDecoder.Subjects.Prefix != "" {
+		if err := events.ValidatePrefix(cfg.EventDecoder.Subjects.Prefix); err != nil {
+			return nil, fmt.Errorf("api: Config.EventDecoder: %w", err)
+		}
 	}
 	clients, err := newClientResolver(cfg.TrustedProxies, cfg.ForwardedHeader)
 	if err != nil {
@@ -125,9 +152,12 @@ func New(cfg Config) (*Server, error) {
 		validator:       cfg.Validator,
 		log:             cfg.Logger,
 		ready:           cfg.Ready,
+		warnings:        cfg.Warnings,
 		redeliver:       cfg.Redeliver,
 		failures:        cfg.Failures,
 		health:          cfg.Health,
+		events:          cfg.Events,
+		eventDecoder:    cfg.EventDecoder,
 		maxBodyBytes:    cfg.MaxBodyBytes,
 		shutdownTimeout: cfg.ShutdownTimeout,
 		limiter: newFailureLimiter(budget{authFailBurst, authFailRefill}, budget{authAddrBurst, authAddrRefill},
@@ -158,19 +188,46 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// route is one registered route. The table is the single source of the
+// mux's patterns and of the OpenAPI document's operations (a test checks
+// that both list the same ones, each way).
+type route struct {
+	method, path string
+	// authed routes run only for a caller with a valid API key.
+	authed  bool
+	handler handlerFunc
+}
+
+// routeTable lists every route in the order the OpenAPI document
+// describes them.
+func (s *Server) routeTable() []route {
+	return []route{
+		{http.MethodPost, "/api/webhook", true, s.createWebhook},
+		{http.MethodGet, "/api/webhook", true, s.listWebhooks},
+		{http.MethodGet, "/api/webhook/{id}", true, s.getWebhook},
+		{http.MethodPatch, "/api/webhook/{id}", true, s.patchWebhook},
+		{http.MethodDelete, "/api/webhook/{id}", true, s.deleteWebhook},
+		{http.MethodGet, "/api/webhook/{id}/secret", true, s.getSecret},
+		{http.MethodPost, "/api/webhook/{id}/enable", true, s.enableWebhook},
+		{http.MethodGet, "/api/webhook/{id}/failures", true, s.listFailures},
+		{http.MethodPost, "/api/webhook/{id}/failures/{failureId}/retry", true, s.retryFailure},
+		{http.MethodPost, "/api/events", true, s.publishEvent},
+		{http.MethodGet, "/healthz", false, s.healthz},
+		{http.MethodGet, "/readyz", false, s.readyz},
+		{http.MethodGet, "/metrics", false, s.serveMetrics},
+		{http.MethodGet, "/openapi.yaml", false, s.serveOpenAPI},
+	}
+}
+
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("POST /api/webhook", s.adapt(s.authed(s.createWebhook)))
-	mux.Handle("GET /api/webhook", s.adapt(s.authed(s.listWebhooks)))
-	mux.Handle("GET /api/webhook/{id}", s.adapt(s.authed(s.getWebhook)))
-	mux.Handle("DELETE /api/webhook/{id}", s.adapt(s.authed(s.deleteWebhook)))
-	mux.Handle("GET /api/webhook/{id}/secret", s.adapt(s.authed(s.getSecret)))
-	mux.Handle("POST /api/webhook/{id}/enable", s.adapt(s.authed(s.enableWebhook)))
-	mux.Handle("GET /api/webhook/{id}/failures", s.adapt(s.authed(s.listFailures)))
-	mux.Handle("POST /api/webhook/{id}/failures/{failureId}/retry", s.adapt(s.authed(s.retryFailure)))
-	mux.Handle("GET /healthz", s.adapt(s.healthz))
-	mux.Handle("GET /readyz", s.adapt(s.readyz))
-	mux.Handle("GET /metrics", s.adapt(s.serveMetrics))
+	for _, rt := range s.routeTable() {
+		h := rt.handler
+		if rt.authed {
+			h = s.authed(h)
+		}
+		mux.Handle(rt.method+" "+rt.path, s.adapt(h))
+	}
 	return mux
 }
 

@@ -47,6 +47,28 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 }
 
+// TestReadyzWarnings: a warning (a stream nearly full) is shown on a ready
+// answer and does not make the instance unready.
+func TestReadyzWarnings(t *testing.T) {
+	var warn atomic.Bool
+	e := newTestEnv(t, func(c *Config) {
+		c.Warnings = func() []string {
+			if warn.Load() {
+				return []string{"stream nearly full: WEBHOOKD_EVENTS at 96.0%"}
+			}
+			return nil
+		}
+	})
+	if r := e.do("GET", "/readyz", "", "", nil); r.status != http.StatusOK || strings.Contains(string(r.raw), "warnings") {
+		t.Fatalf("no warning: %d %s", r.status, r.raw)
+	}
+	warn.Store(true)
+	r := e.do("GET", "/readyz", "", "", nil)
+	if r.status != http.StatusOK || !strings.Contains(string(r.raw), `"warnings":["stream nearly full: WEBHOOKD_EVENTS at 96.0%"]`) {
+		t.Fatalf("warning: %d %s", r.status, r.raw)
+	}
+}
+
 func TestMetricsEndpoint(t *testing.T) {
 	e := newTestEnv(t)
 	e.do("GET", "/healthz", "", "", nil)

@@ -12,7 +12,7 @@ import (
 
 // webhookView is a subscription on the wire. workflowId and enabled are
 // always present (workflowId "" meaning every workflow); disabledReason and
-// disabledAt only while it is disabled. It has no secret field, so that
+// disabledAt only while it is disabled, description only when set. It has no secret field, so that
 // no list, get or enable answer can carry one: only createdView and
 // secretView do.
 type webhookView struct {
@@ -24,18 +24,20 @@ type webhookView struct {
 	Enabled        bool       `json:"enabled"`
 	DisabledReason string     `json:"disabledReason,omitempty"`
 	DisabledAt     string     `json:"disabledAt,omitempty"`
+	Description    string     `json:"description,omitempty"`
 	Health         healthView `json:"health"`
 }
 
 func viewOf(w registry.Webhook, h health.Record) webhookView {
 	v := webhookView{
-		ID:         w.ID,
-		URL:        w.URL,
-		EventType:  string(w.EventType),
-		WorkflowID: w.WorkflowID,
-		CreatedAt:  w.CreatedAt.UTC().Format(time.RFC3339),
-		Enabled:    !w.Disabled,
-		Health:     healthViewOf(h),
+		ID:          w.ID,
+		URL:         w.URL,
+		EventType:   string(w.EventType),
+		WorkflowID:  w.WorkflowID,
+		CreatedAt:   w.CreatedAt.UTC().Format(time.RFC3339),
+		Enabled:     !w.Disabled,
+		Description: w.Description,
+		Health:      healthViewOf(h),
 	}
 	if w.Disabled {
 		v.DisabledReason = w.DisabledReason
@@ -68,16 +70,17 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
 		}
 		// Wrong JSON types were found; validate the other fields too so the
 		// client learns about every bad field in one round trip.
-		return mergeValidation(ae, s.validator.Validate(in))
+		return mergeValidation(ae, s.validateCreate(in))
 	}
-	if err := s.validator.Validate(in); err != nil {
+	if err := s.validateCreate(in); err != nil {
 		return err
 	}
 	ws := workspaceFrom(r.Context())
-	hook, err := registry.New(ws, in, time.Now())
+	hook, err := registry.New(ws, in.Input, time.Now())
 	if err != nil {
 		return fmt.Errorf("new webhook: %w", err)
 	}
+	hook.Description = in.Description
 	if err := s.store.Create(r.Context(), hook); err != nil {
 		return fmt.Errorf("create webhook %s: %w", hook.ID, err)
 	}
@@ -86,6 +89,24 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
 	// A new webhook has no delivery history: healthy by definition.
 	writeSuccess(w, createdView{webhookView: viewOf(hook, health.Record{}), Secret: hook.Secret}, "")
 	return nil
+}
+
+// validateCreate checks a create request with the Validator and the
+// description rule, naming every bad field in one *ValidationError.
+func (s *Server) validateCreate(in createRequest) error {
+	err := s.validator.Validate(in.Input)
+	msg := registry.CheckDescription(in.Description)
+	if msg == "" {
+		return err
+	}
+	var ve *registry.ValidationError
+	if err == nil {
+		ve = &registry.ValidationError{Fields: map[string]string{}}
+	} else if !errors.As(err, &ve) {
+		return err
+	}
+	ve.Fields[registry.FieldDescription] = msg
+	return ve
 }
 
 // mergeValidation adds the validator's findings to a type-error 422 without
@@ -161,18 +182,26 @@ func (s *Server) enableWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("enable webhook %s: %w", id, err)
 	}
-	if s.health != nil {
-		if err := s.health.Reset(r.Context(), id); err != nil {
-			// The webhook is enabled, which is what was asked; a stale
-			// health record costs at worst one more disable.
-			s.log.WarnContext(r.Context(), "webhook enabled but its health could not be reset",
-				"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id, "err", err)
-		}
-	}
+	s.resetHealth(r, ws, id, "webhook enabled but its health could not be reset")
 	s.log.InfoContext(r.Context(), "webhook enabled",
 		"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id)
 	writeSuccess(w, viewOf(hook, s.healthOf(id)), "")
 	return nil
+}
+
+// resetHealth forgets the webhook's delivery health (circuit, failure
+// run), so that an enabled or re-pointed webhook starts afresh instead of
+// being disabled again at once for its old failures. A failure is logged
+// as warning, not returned: the change asked for is made, and a stale
+// health record costs at worst one more disable.
+func (s *Server) resetHealth(r *http.Request, ws, id, warning string) {
+	if s.health == nil {
+		return
+	}
+	if err := s.health.Reset(r.Context(), id); err != nil {
+		s.log.WarnContext(r.Context(), warning,
+			"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id, "err", err)
+	}
 }
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
