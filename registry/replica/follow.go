@@ -45,12 +45,9 @@ func (r *Replica) start(ctx context.Context, kv jetstream.KeyValue) (uint64, sta
 	}
 	// The sealing marker is read before the watch, which would reach it
 	// only after older entries it must already judge by it.
-	if e, err := kv.Get(ctx, markerKey); err == nil {
-		r.observeMarker(e)
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, resume, fmt.Errorf("%w: sealing marker: %v", registry.ErrUnavailable, err)
+	if err := r.readMarker(ctx, kv, last); err != nil {
+		return 0, resume, err
 	}
-	r.requireSealedAfter(last)
 	switch {
 	case rev == 0:
 		return 0, firstSync, nil

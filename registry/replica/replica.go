@@ -105,7 +105,6 @@ type Replica struct {
 	// sealedMarker is the bucket's sealing marker (markerKey): the id of
 	// the key the bucket was last re-sealed with; empty while absent.
 	sealedMarker  atomic.Pointer[string]
-	sealedFromSet atomic.Bool
 	markerArrived bool // set by the watch's goroutine only (change), read after its apply
 	m             metrics
 }

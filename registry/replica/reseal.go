@@ -3,6 +3,9 @@ package replica
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,27 +15,82 @@ import (
 	"github.com/webhookd/webhookd/registry"
 )
 
-// markerKey is the bucket's sealing marker: its value is the id of the key
-// the bucket's entries were last all sealed with. While it exists, an
-// instance with encryption on refuses plaintext entries; before it exists
-// (encryption just turned on) plaintext ones are accepted so they can be
-// re-sealed. It is not a webhook id, so no webhook can collide with it.
+// markerKey is the bucket's sealing marker. "<key id>" says every entry is
+// sealed with that key: an instance with encryption on then refuses any
+// plaintext entry. "<key id>@<revision>" says encryption was turned on
+// when the bucket stood at that revision and its entries are being
+// re-sealed: plaintext entries up to it are accepted (to be re-sealed),
+// later ones refused. The first instance with a key writes the second form
+// before it follows the bucket, so no instance, early or late, trusts a
+// plaintext entry planted after encryption was turned on. It is not a
+// webhook id, so no webhook can collide with it.
 const markerKey = "_sealing"
 
 // resealWorkers bounds the concurrent compare-and-swap rewrites of one
 // re-sealing pass.
 const resealWorkers = 8
 
+// readMarker reads the sealing marker before the watch (which would reach
+// it only after older entries it must already judge by it) and, with
+// encryption on and no marker yet, writes the migrating one at last.
+func (r *Replica) readMarker(ctx context.Context, kv jetstream.KeyValue, last uint64) error {
+	e, err := kv.Get(ctx, markerKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) && r.cfg.Store.SealingKeyID() != "" {
+		value := r.cfg.Store.SealingKeyID() + "@" + strconv.FormatUint(last, 10)
+		if _, err = kv.Create(ctx, markerKey, []byte(value)); err == nil || errors.Is(err, jetstream.ErrKeyExists) {
+			e, err = kv.Get(ctx, markerKey)
+		}
+	}
+	switch {
+	case err == nil:
+		r.observeMarker(e)
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return fmt.Errorf("%w: sealing marker: %v", registry.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// parseMarker splits a marker value; since is 0 for a sealed bucket.
+func parseMarker(v string) (keyID string, since uint64, migrating bool) {
+	id, rev, ok := strings.Cut(v, "@")
+	if !ok {
+		return v, 0, false
+	}
+	n, err := strconv.ParseUint(rev, 10, 64)
+	if err != nil {
+		return id, 0, false // unreadable: the strict reading
+	}
+	return id, n, true
+}
+
 func (r *Replica) observeMarker(e jetstream.KeyValueEntry) {
-	id := ""
+	v := ""
 	if e.Operation() == jetstream.KeyValuePut {
-		id = string(e.Value())
+		v = string(e.Value())
 	}
-	prev := r.sealedMarker.Swap(&id)
-	if id != "" && r.cfg.Store.SealingKeyID() != "" {
-		r.cfg.Store.RequireSealedFrom(1)
-		r.markerArrived = r.markerArrived || prev == nil || *prev == ""
+	wasSealed := r.sealed()
+	r.sealedMarker.Store(&v)
+	if v == "" || r.cfg.Store.SealingKeyID() == "" {
+		return
 	}
+	if _, since, migrating := parseMarker(v); migrating {
+		if !wasSealed {
+			r.cfg.Store.RequireSealedFrom(since + 1)
+		}
+		return
+	}
+	r.cfg.Store.RequireSealedFrom(1)
+	r.markerArrived = r.markerArrived || !wasSealed
+}
+
+// sealed reports whether the bucket's marker says every entry is sealed.
+func (r *Replica) sealed() bool {
+	p := r.sealedMarker.Load()
+	if p == nil || *p == "" {
+		return false
+	}
+	_, _, migrating := parseMarker(*p)
+	return !migrating
 }
 
 // dropUnsealed runs when the watch has applied a new sealing marker: the
@@ -56,23 +114,6 @@ func (r *Replica) dropUnsealed() error {
 	return err
 }
 
-// requireSealedAfter starts refusing plaintext entries written after
-// revision last, the bucket's head when this process first followed it:
-// the entries already there are the ones encryption was turned on over.
-// It never moves the bound later, so a reconnect reopens no window.
-func (r *Replica) requireSealedAfter(last uint64) {
-	if r.cfg.Store.SealingKeyID() != "" && r.sealedFromSet.CompareAndSwap(false, true) && r.marker() == "" {
-		r.cfg.Store.RequireSealedFrom(last + 1)
-	}
-}
-
-func (r *Replica) marker() string {
-	if p := r.sealedMarker.Load(); p != nil {
-		return *p
-	}
-	return ""
-}
-
 // resealWhenSynced re-seals the bucket once this instance is in sync, when
 // it has to: right after a key rotation or after encryption was turned on
 // (Open re-sealed the local copy), or while the bucket has no sealing
@@ -90,7 +131,7 @@ func (r *Replica) resealWhenSynced(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if r.cfg.Store.ResealedAtOpen() == 0 && r.marker() != "" {
+	if r.cfg.Store.ResealedAtOpen() == 0 && r.sealed() {
 		return
 	}
 	for wait := time.Second; ctx.Err() == nil; wait = min(2*wait, time.Minute) {
