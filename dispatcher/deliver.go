@@ -30,9 +30,11 @@ const maxResponseBytes = 64 << 10
 // target is what an attempt needs from a webhook, parsed once and cached
 // for as long as the registry keeps the same *Webhook.
 type target struct {
-	wh     *registry.Webhook
-	url    *url.URL
-	secret signature.Secret
+	wh  *registry.Webhook
+	url *url.URL
+	// keys sign its deliveries: the secret, and during a rotation's grace
+	// period the previous one too (Keys checks the period at signing).
+	keys signature.Keys
 }
 
 // receive is the consume callback of the deliveries consumer: it decodes the
@@ -212,14 +214,33 @@ func (d *Dispatcher) target(webhookID string) (*target, bool) {
 		d.log.Error("webhook has an unparseable url", "webhook", wh.ID)
 		return nil, false
 	}
-	sec, err := signature.ParseSecret(wh.Secret)
+	keys, err := signingKeys(wh)
 	if err != nil {
 		d.log.Error("webhook has an unusable secret", "webhook", wh.ID)
 		return nil, false
 	}
-	t := &target{wh: wh, url: u, secret: sec}
+	t := &target{wh: wh, url: u, keys: keys}
 	d.targets.Store(webhookID, t)
 	return t, true
+}
+
+// signingKeys parses a webhook's secret and, while it has one, its
+// previous secret. A previous secret is kept whatever its end (the end is
+// checked at signing), so that a cached target needs no refresh when the
+// grace period ends.
+func signingKeys(wh *registry.Webhook) (signature.Keys, error) {
+	cur, err := signature.ParseSecret(wh.Secret)
+	if err != nil {
+		return signature.Keys{}, fmt.Errorf("secret: %w", err)
+	}
+	k := signature.Keys{Current: cur}
+	if wh.PreviousSecret != "" && !wh.PreviousSecretUntil.IsZero() {
+		if k.Previous, err = signature.ParseSecret(wh.PreviousSecret); err != nil {
+			return signature.Keys{}, fmt.Errorf("previous secret: %w", err)
+		}
+		k.PreviousUntil = wh.PreviousSecretUntil
+	}
+	return k, nil
 }
 
 // pruneTargets drops the cached targets of webhooks that were deleted or
@@ -320,7 +341,7 @@ func (d *Dispatcher) post(t *target, j *job, now time.Time) (status int, retryAf
 		return 0, 0, errNetwork, fmt.Errorf("build request: %w", err)
 	}
 	ts := now.Unix()
-	sig := t.secret.AppendSignature(make([]byte, 0, 64), j.DeliveryID, ts, j.Body)
+	sig := t.keys.AppendHeader(make([]byte, 0, 2*(3+44)+1), j.DeliveryID, ts, j.Body, now)
 	req.Header = http.Header{
 		"Content-Type":      {"application/json"},
 		"User-Agent":        {d.cfg.UserAgent},

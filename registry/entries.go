@@ -75,10 +75,15 @@ func (s *Store) checkEntry(c Change) (*Webhook, *Refusal) {
 	return w, nil
 }
 
-// sealedValue reports whether stored webhook bytes carry a sealed secret,
-// without decoding them whole.
+// sealedValue reports whether stored webhook bytes carry a sealed secret
+// and, when they have one, a sealed previous secret, without decoding
+// them whole.
 func sealedValue(v []byte) bool {
-	return strings.Contains(string(v), `"secret":"`+sealedPrefix)
+	str := string(v)
+	if !strings.Contains(str, `"secret":"`+sealedPrefix) {
+		return false
+	}
+	return !strings.Contains(str, `"previousSecret":"`) || strings.Contains(str, `"previousSecret":"`+sealedPrefix)
 }
 
 // validWebhook applies the API's rules to a webhook read from a journal.
@@ -93,6 +98,10 @@ func (v Validator) validWebhook(w *Webhook) error {
 		return errors.New("workspace is missing or malformed")
 	case !validSecret(w.Secret):
 		return errors.New("secret is not whsec_ followed by 32 bytes in base64")
+	case w.PreviousSecret != "" && !validSecret(w.PreviousSecret):
+		return errors.New("previousSecret is not whsec_ followed by 32 bytes in base64")
+	case (w.PreviousSecret != "") != !w.PreviousSecretUntil.IsZero():
+		return errors.New("previousSecret and previousSecretUntil disagree")
 	case w.CreatedAt.IsZero():
 		return errors.New("createdAt is missing")
 	case w.Disabled != (w.DisabledReason != ""):
@@ -147,8 +156,8 @@ func (s *Store) UnsealedIDs() ([]string, error) {
 	return ids, err
 }
 
-// Reseal returns stored webhook bytes with the secret sealed under the
-// first key, and false when they need no change (already sealed under it,
+// Reseal returns stored webhook bytes with the secret (and the previous
+// secret, if any) sealed under the first key, and false when they need no change (already sealed under it,
 // or no Sealer). A shared registry uses it to re-seal the bucket's entries
 // after a key rotation or when encryption is turned on.
 func (s *Store) Reseal(value []byte) ([]byte, bool, error) {

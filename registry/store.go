@@ -348,7 +348,8 @@ func (s *Store) List(ctx context.Context, workspace, cursor string, limit int) (
 	return out, next, nil
 }
 
-// encode serialises w for bbolt, sealing its secret when a Sealer is set.
+// encode serialises w for bbolt, sealing its secret and previous secret
+// when a Sealer is set.
 func (s *Store) encode(w Webhook) ([]byte, error) {
 	if s.sealer != nil {
 		sealed, err := s.sealer.seal(w.Secret)
@@ -356,6 +357,11 @@ func (s *Store) encode(w Webhook) ([]byte, error) {
 			return nil, err
 		}
 		w.Secret = sealed
+		if w.PreviousSecret != "" {
+			if w.PreviousSecret, err = s.sealer.seal(w.PreviousSecret); err != nil {
+				return nil, err
+			}
+		}
 	}
 	v, err := json.Marshal(w)
 	if err != nil {
@@ -364,8 +370,9 @@ func (s *Store) encode(w Webhook) ([]byte, error) {
 	return v, nil
 }
 
-// decode reads a stored webhook, opening its secret; stale reports that it
-// should be re-sealed (stored in plaintext or under an older key).
+// decode reads a stored webhook, opening its secret and previous secret;
+// stale reports that either should be re-sealed (stored in plaintext or
+// under an older key).
 func (s *Store) decode(v []byte) (w *Webhook, stale bool, err error) {
 	w = new(Webhook)
 	if err := json.Unmarshal(v, w); err != nil {
@@ -374,6 +381,14 @@ func (s *Store) decode(v []byte) (w *Webhook, stale bool, err error) {
 	w.Secret, stale, err = s.sealer.open(w.Secret)
 	if err != nil {
 		return nil, false, fmt.Errorf("webhook %s: %w", w.ID, err)
+	}
+	if w.PreviousSecret != "" {
+		var prevStale bool
+		w.PreviousSecret, prevStale, err = s.sealer.open(w.PreviousSecret)
+		if err != nil {
+			return nil, false, fmt.Errorf("webhook %s: previous secret: %w", w.ID, err)
+		}
+		stale = stale || prevStale
 	}
 	return w, stale, nil
 }

@@ -47,6 +47,14 @@ type Webhook struct {
 	// none. webhookd never acts on it. Records stored before this field
 	// decode without one.
 	Description string `json:"description,omitempty"`
+	// PreviousSecret is the secret RotateSecret replaced, still signing
+	// deliveries (next to Secret) until PreviousSecretUntil; "" when there
+	// is none. Sealed at rest like Secret. It stays stored after the grace
+	// period ends, unused, until the next rotation replaces or drops it.
+	PreviousSecret string `json:"previousSecret,omitempty"`
+	// PreviousSecretUntil is when PreviousSecret stops signing, to the
+	// millisecond; zero when there is no previous secret.
+	PreviousSecretUntil time.Time `json:"previousSecretUntil,omitzero"`
 }
 
 // Reasons a webhook is disabled, as Disable records them.

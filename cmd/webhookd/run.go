@@ -296,7 +296,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			return nil
 		},
 		EventDecoder: events.Decoder{Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxBytes: o.maxEventBytes},
-		Logger:       log, Gatherer: reg, Registerer: reg, Redeliver: disp, Health: disp,
+		Logger:       log, Gatherer: reg, Registerer: reg, Redeliver: disp, Health: disp, Tester: disp,
 		Ready: func() error {
 			if !nc.IsConnected() {
 				return errors.New("NATS is not connected")

@@ -11,7 +11,10 @@
 //	GET    /api/webhook?limit=&cursor=                        list the caller's workspace
 //	GET    /api/webhook/{id}                                  read one (without its secret)
 //	PATCH  /api/webhook/{id}                                  change url, eventType, workflowId, description, enabled
-//	GET    /api/webhook/{id}/secret                           read its signing secret: {"secret":"whsec_..."}
+//	GET    /api/webhook/{id}/secret                           read its signing secret: {"secret":"whsec_..."} (+ previousSecret,
+//	                                                          previousSecretExpiresAt during a rotation's grace period)
+//	POST   /api/webhook/{id}/rotate-secret                    new secret (body {"grace":"24h"}? 0s..168h); the old one co-signs until then
+//	POST   /api/webhook/{id}/test                             send a signed webhook.test event now; answer {delivered,status,durationMs,error,webhookId}
 //	DELETE /api/webhook/{id}                                  delete one (and its recorded failures)
 //	POST   /api/webhook/{id}/enable                           re-enable a disabled one (idempotent), reset its health
 //	GET    /api/webhook/{id}/failures?limit=                  failed deliveries, newest first
@@ -30,12 +33,32 @@
 // it (a handler, the router's 404/405, a recovered panic), is
 // {"status":"error","errorCode":"<CODE>","details":{...}} with details optional.
 //
-// The webhook's signing secret ("whsec_...") is returned on create and by
-// the explicit read GET /api/webhook/{id}/secret (as Svix does), never by
+// The webhook's signing secret ("whsec_...") is returned on create, by
+// rotate-secret and by the explicit read GET /api/webhook/{id}/secret (as
+// Svix does), never by
 // list, get or enable (DESIGN §6): lists end up in logs, dashboards and
 // support tickets, and a secret should leave the server only when a caller
 // asks for that one secret. Each secret read is logged (workspace and
 // webhook id, never the secret). Responses carry Cache-Control: no-store.
+//
+// # Secret rotation
+//
+// POST …/rotate-secret replaces the secret; for the grace period (default
+// 24h, 0s to 168h; a Go duration string) the replaced secret keeps
+// signing, so each delivery's webhook-signature is "v1,<new> v1,<old>"
+// (the Standard Webhooks form for several signatures) and receivers
+// verifying with either secret accept it. A second rotation drops the
+// oldest secret. The answer is {"secret", "previousSecretExpiresAt"}; the
+// rotation is logged without either secret.
+//
+// # Test events
+//
+// POST …/test sends {"type":"webhook.test","webhookId","timestamp"} to the
+// webhook now, through Config.Tester (the dispatcher: its client, SSRF
+// guard and signing), and answers 200 with the outcome whether or not the
+// endpoint accepted it. Nothing is recorded and health and circuit are
+// untouched, so disabled webhooks and open circuits can be tested. Per
+// webhook: 5 in a row, then 1 a second (429 RATE_LIMITED, Retry-After).
 //
 // # Webhook view
 //
@@ -65,11 +88,13 @@
 //	METHOD_NOT_ALLOWED      405  known route, wrong method (Allow header set)
 //	BODY_TOO_LARGE          413  body over Config.MaxBodyBytes, or an event over the decoder's MaxBytes (details.limitBytes)
 //	VALIDATION_FAILED       422  details maps each bad field (url, eventType, workflowId, description, enabled,
-//	                             type, payload; "body" for a PATCH setting nothing) to a message
-//	RATE_LIMITED            429  too many failed authentications from this client with this key, or with any key (Retry-After set)
+//	                             type, payload, grace; "body" for a PATCH setting nothing) to a message
+//	RATE_LIMITED            429  too many failed authentications from this client with this key, or with any key,
+//	                             or too many test events for this webhook (Retry-After set)
 //	INTERNAL                500  anything unexpected; logged with the request id, never described
 //	REDELIVERY_UNAVAILABLE  501  manual retry requested but this server has no Redeliverer
 //	                        409  ... or the failure's event body was not kept
+//	TEST_UNAVAILABLE        501  test event requested but this server has no Tester
 //	NOT_READY               503  /readyz while not ready (details.reason)
 //	REGISTRY_UNAVAILABLE    503  a write while the shared registry (NATS) is unreachable; nothing changed
 //	EVENTS_UNAVAILABLE      503  JetStream did not acknowledge a published event (details.reason says

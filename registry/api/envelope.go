@@ -28,6 +28,7 @@ const (
 	codeUnknownField          = "UNKNOWN_FIELD"
 	codeInvalidIdempotencyKey = "INVALID_IDEMPOTENCY_KEY"
 	codeEventsUnavailable     = "EVENTS_UNAVAILABLE"
+	codeTestUnavailable       = "TEST_UNAVAILABLE"
 )
 
 // apiError is an error that already knows how it looks on the wire. Handlers

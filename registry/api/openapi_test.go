@@ -239,8 +239,11 @@ func TestOpenAPIAnswersConform(t *testing.T) {
 	}
 	book := newHealthBook()
 	var ready atomic.Bool
+	tester := &stubTester{res: TestResult{Status: 503, Duration: 3 * time.Millisecond, Error: "5xx: HTTP 503",
+		MessageID: "msg_0123456789abcdef0123456789abcdef"}}
 	e := newPublishEnv(t, 0, 0, func(c *Config) {
 		c.Health = book
+		c.Tester = tester
 		c.Ready = func() error {
 			if !ready.Load() {
 				return errors.New("NATS is not connected")
@@ -298,6 +301,18 @@ func TestOpenAPIAnswersConform(t *testing.T) {
 		{name: "patch: unknown id", method: "PATCH", path: "/api/webhook/wh_none", key: keyAcme, ctype: js, body: `{"enabled":true}`,
 			status: 404},
 		{name: "secret", method: "GET", path: hook + "/secret", key: keyAcme, status: 200, requestIsValid: true},
+		{name: "rotate, default grace", method: "POST", path: hook + "/rotate-secret", key: keyAcme, status: 200, requestIsValid: true},
+		{name: "secret, in grace", method: "GET", path: hook + "/secret", key: keyAcme, status: 200, requestIsValid: true},
+		{name: "rotate, grace", method: "POST", path: hook + "/rotate-secret", key: keyAcme, ctype: js, body: `{"grace":"1h"}`,
+			status: 200, requestIsValid: true},
+		{name: "rotate: grace too long", method: "POST", path: hook + "/rotate-secret", key: keyAcme, ctype: js,
+			body: `{"grace":"400h"}`, status: 422, requestIsValid: true},
+		{name: "rotate: unknown field", method: "POST", path: hook + "/rotate-secret", key: keyAcme, ctype: js,
+			body: `{"grace":"1h","x":1}`, status: 400},
+		{name: "rotate: not JSON", method: "POST", path: hook + "/rotate-secret", key: keyAcme, ctype: js, body: `{`, status: 400},
+		{name: "rotate: unknown id", method: "POST", path: "/api/webhook/wh_none/rotate-secret", key: keyAcme, status: 404},
+		{name: "test", method: "POST", path: hook + "/test", key: keyAcme, status: 200, requestIsValid: true},
+		{name: "test: unknown id", method: "POST", path: "/api/webhook/wh_none/test", key: keyAcme, status: 404},
 		{name: "enable", method: "POST", path: hook + "/enable", key: keyAcme, status: 200, requestIsValid: true},
 		{name: "failures", method: "GET", path: hook + "/failures?limit=10", key: keyAcme, status: 200, requestIsValid: true},
 		{name: "failures: bad limit", method: "GET", path: hook + "/failures?limit=x", key: keyAcme, status: 400},
@@ -322,6 +337,17 @@ func TestOpenAPIAnswersConform(t *testing.T) {
 		{name: "readyz", method: "GET", path: "/readyz", status: 200, requestIsValid: true, before: func() { ready.Store(true) }},
 		{name: "metrics", method: "GET", path: "/metrics", status: 200, requestIsValid: true},
 		{name: "openapi", method: "GET", path: "/openapi.yaml", status: 200, requestIsValid: true},
+	}
+	// Test events, right after the first, until the webhook's budget is
+	// spent: the last one is a 429.
+	at := slices.IndexFunc(calls, func(c call) bool { return c.name == "test" }) + 1
+	for i := range testBurst {
+		status := http.StatusOK
+		if i == testBurst-1 {
+			status = http.StatusTooManyRequests
+		}
+		calls = slices.Insert(calls, at+i, call{name: "test again " + strconv.Itoa(i), method: "POST", path: hook + "/test",
+			key: keyAcme, status: status, requestIsValid: true})
 	}
 	// Failed authentications until the client's budget for this key is
 	// spent: the last one is a 429.

@@ -85,6 +85,11 @@ type Config struct {
 	// so that no accepted event is dropped as malformed later. Its
 	// MaxBytes (0: events.DefaultMaxBytes) is also that route's body limit.
 	EventDecoder events.Decoder
+	// Tester sends the test events of POST /api/webhook/{id}/test
+	// (dispatcher.Dispatcher provides it, with the delivery client, SSRF
+	// guard and signing of real deliveries). Nil makes that route answer
+	// 501 TEST_UNAVAILABLE.
+	Tester Tester
 	// MaxBodyBytes caps request bodies; 0 means 1 MiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds Run's graceful shutdown; 0 means 10s.
@@ -112,6 +117,8 @@ type Server struct {
 	health          HealthSource
 	events          EventPublisher
 	eventDecoder    events.Decoder
+	tester          Tester
+	testLimits      *testLimiter
 	maxBodyBytes    int64
 	shutdownTimeout time.Duration
 
@@ -158,6 +165,8 @@ func New(cfg Config) (*Server, error) {
 		health:          cfg.Health,
 		events:          cfg.Events,
 		eventDecoder:    cfg.EventDecoder,
+		tester:          cfg.Tester,
+		testLimits:      newTestLimiter(),
 		maxBodyBytes:    cfg.MaxBodyBytes,
 		shutdownTimeout: cfg.ShutdownTimeout,
 		limiter: newFailureLimiter(budget{authFailBurst, authFailRefill}, budget{authAddrBurst, authAddrRefill},
@@ -208,6 +217,8 @@ func (s *Server) routeTable() []route {
 		{http.MethodPatch, "/api/webhook/{id}", true, s.patchWebhook},
 		{http.MethodDelete, "/api/webhook/{id}", true, s.deleteWebhook},
 		{http.MethodGet, "/api/webhook/{id}/secret", true, s.getSecret},
+		{http.MethodPost, "/api/webhook/{id}/rotate-secret", true, s.rotateSecret},
+		{http.MethodPost, "/api/webhook/{id}/test", true, s.testWebhook},
 		{http.MethodPost, "/api/webhook/{id}/enable", true, s.enableWebhook},
 		{http.MethodGet, "/api/webhook/{id}/failures", true, s.listFailures},
 		{http.MethodPost, "/api/webhook/{id}/failures/{failureId}/retry", true, s.retryFailure},

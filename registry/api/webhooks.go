@@ -52,9 +52,21 @@ type createdView struct {
 	Secret string `json:"secret"`
 }
 
-// secretView is the answer of GET /api/webhook/{id}/secret.
+// secretView is the answer of GET /api/webhook/{id}/secret: the secret
+// and, while a rotation's grace period runs, the replaced secret that
+// still signs and when it stops.
 type secretView struct {
-	Secret string `json:"secret"`
+	Secret                  string `json:"secret"`
+	PreviousSecret          string `json:"previousSecret,omitempty"`
+	PreviousSecretExpiresAt string `json:"previousSecretExpiresAt,omitempty"`
+}
+
+func secretViewOf(w registry.Webhook, now time.Time) secretView {
+	v := secretView{Secret: w.Secret}
+	if w.InGrace(now) {
+		v.PreviousSecret, v.PreviousSecretExpiresAt = w.PreviousSecret, formatHealthTime(w.PreviousSecretUntil)
+	}
+	return v
 }
 
 func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
@@ -167,7 +179,7 @@ func (s *Server) getSecret(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.InfoContext(r.Context(), "webhook secret read",
 		"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id)
-	writeSuccess(w, secretView{Secret: hook.Secret}, "")
+	writeSuccess(w, secretViewOf(hook, time.Now()), "")
 	return nil
 }
 
