@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,8 +108,20 @@ func publishEventsFrom(t *testing.T, natsURL string, from, n int) {
 	}
 	for i := from; i < from+n; i++ {
 		body := fmt.Sprintf(`{"type":"workflowRun.completed","workflowId":"WF","workflowRunId":"run-%d"}`, i)
-		if _, err := js.PublishAsync("events.acme.workflowRun.completed", []byte(body), jetstream.WithMsgID(fmt.Sprintf("run-%d", i))); err != nil {
-			t.Fatal(err)
+		// A busy machine can fall behind the 512 outstanding acks: wait for
+		// them, bounded, and publish the same message again (same id).
+		for try := 0; ; try++ {
+			_, err := js.PublishAsync("events.acme.workflowRun.completed", []byte(body), jetstream.WithMsgID(fmt.Sprintf("run-%d", i)))
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || try == 20 {
+				t.Fatal(err)
+			}
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(3 * time.Second):
+			}
 		}
 	}
 	select {
