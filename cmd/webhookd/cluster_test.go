@@ -32,27 +32,26 @@ type clusterNode struct {
 	routes      string
 	cmd         *exec.Cmd
 	exited      chan struct{}
+	out         *syncBuffer
 }
 
 // startNATSCluster starts n routed nats-servers with JetStream and waits
 // until the cluster can place an n-replica stream.
 func startNATSCluster(t *testing.T, n int) []*clusterNode {
 	t.Helper()
-	nodes := make([]*clusterNode, n)
-	routes := make([]string, n)
-	for i := range nodes {
-		nodes[i] = &clusterNode{t: t, name: fmt.Sprintf("n%d", i), port: freePort(t), clusterPort: freePort(t), store: t.TempDir()}
-		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", nodes[i].clusterPort)
-	}
-	for _, c := range nodes {
-		c.routes = strings.Join(routes, ",")
-		c.start()
-		t.Cleanup(func() {
-			if c.cmd.ProcessState == nil {
-				_ = c.cmd.Process.Kill()
-				<-c.exited
-			}
-		})
+	var nodes []*clusterNode
+	// A port picked free can be taken by another test's process before the
+	// server binds it (the packages' tests run in parallel): then the whole
+	// cluster is started again on fresh ports.
+	for attempt := 1; ; attempt++ {
+		var err error
+		if nodes, err = tryCluster(t, n); err == nil {
+			break
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("starting the NATS cluster failed, retrying on fresh ports: %v", err)
 	}
 	nc, err := nats.Connect(clusterURLs(nodes))
 	if err != nil {
@@ -77,19 +76,66 @@ func startNATSCluster(t *testing.T, n int) []*clusterNode {
 	return nodes
 }
 
+// tryCluster starts n routed nodes, or stops them all and says why not.
+func tryCluster(t *testing.T, n int) ([]*clusterNode, error) {
+	nodes := make([]*clusterNode, n)
+	routes := make([]string, n)
+	for i := range nodes {
+		nodes[i] = &clusterNode{t: t, name: fmt.Sprintf("n%d", i), port: freePort(t), clusterPort: freePort(t), store: t.TempDir()}
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", nodes[i].clusterPort)
+	}
+	for i, c := range nodes {
+		c.routes = strings.Join(routes, ",")
+		if err := c.tryStart(); err != nil {
+			for _, started := range nodes[:i+1] {
+				started.stop()
+			}
+			return nil, err
+		}
+		t.Cleanup(c.stop)
+	}
+	return nodes, nil
+}
+
+func (c *clusterNode) stop() {
+	if c.cmd != nil && c.cmd.Process != nil && c.cmd.ProcessState == nil {
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+}
+
+// start (re)starts the node on its ports; the test fails if it cannot.
 func (c *clusterNode) start() {
 	c.t.Helper()
+	if err := c.tryStart(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *clusterNode) tryStart() error {
+	c.out = &syncBuffer{}
 	c.cmd = exec.Command(natsServerBinary(c.t), "-a", "127.0.0.1", "-p", strconv.Itoa(c.port), "-n", c.name,
 		"-js", "-sd", c.store, "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", c.clusterPort),
 		"--routes", c.routes, "--cluster_name", "webhookd-test")
+	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	if err := c.cmd.Start(); err != nil {
-		c.t.Fatal(err)
+		return err
 	}
 	c.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, ch chan struct{}) { _ = cmd.Wait(); close(ch) }(c.cmd, c.exited)
-	waitUntil(c.t, 20*time.Second, "nats-server "+c.name+" listening", func() bool {
-		return dialOK(fmt.Sprintf("127.0.0.1:%d", c.port))
-	})
+	deadline := time.Now().Add(60 * time.Second)
+	for !dialOK(fmt.Sprintf("127.0.0.1:%d", c.port)) {
+		select {
+		case <-c.exited:
+			return fmt.Errorf("nats-server %s exited before listening: %s", c.name, tail(c.out.String(), 600))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.stop()
+			return fmt.Errorf("nats-server %s not listening on %d after 60 s: %s", c.name, c.port, tail(c.out.String(), 600))
+		}
+	}
+	return nil
 }
 
 func (c *clusterNode) kill9() {
