@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -256,31 +255,6 @@ func TestKeyRotationFreshInstance(t *testing.T) {
 	}
 }
 
-// forgedID makes an id like registry's: "wh_" + 26 Crockford base32
-// digits of a 48-bit millisecond time and 80 random bits.
-func forgedID() string {
-	const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
-	_, _ = rand.Read(b[6:])
-	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
-	out := []byte("wh_")
-	for i := 25; i >= 0; i-- {
-		shift := uint(i * 5)
-		var v uint64
-		switch {
-		case shift >= 64:
-			v = hi >> (shift - 64)
-		case shift > 59:
-			v = lo>>shift | hi<<(64-shift)
-		default:
-			v = lo >> shift
-		}
-		out = append(out, crockford[v&31])
-	}
-	return string(out)
-}
-
 // encoder opens a throwaway Store with the given key ("" for none), whose
 // Encode makes bucket entries exactly as a real instance would.
 func encoder(t *testing.T, key string) *registry.Store {
@@ -309,7 +283,6 @@ func forgedEntry(t *testing.T, enc *registry.Store, url string) (string, []byte)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.ID = forgedID()
 	v, err := enc.Encode(w)
 	if err != nil {
 		t.Fatal(err)

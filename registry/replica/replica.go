@@ -278,8 +278,14 @@ func (r *Replica) Delete(ctx context.Context, id string) error {
 // await reports whether done became true, checked after every batch the
 // watch applies, within echoWait (or until ctx ends).
 func (r *Replica) await(ctx context.Context, done func() bool) bool {
-	t := time.NewTimer(echoWait)
-	defer t.Stop()
+	ctx, cancel := context.WithTimeout(ctx, echoWait)
+	defer cancel()
+	return r.waitApplied(ctx, done)
+}
+
+// waitApplied reports whether done became true, checked now and after
+// every batch the watch applies, before ctx ends.
+func (r *Replica) waitApplied(ctx context.Context, done func() bool) bool {
 	for {
 		r.mu.Lock()
 		ch := r.applied
@@ -289,8 +295,6 @@ func (r *Replica) await(ctx context.Context, done func() bool) bool {
 		}
 		select {
 		case <-ch:
-		case <-t.C:
-			return false
 		case <-ctx.Done():
 			return false
 		}

@@ -30,22 +30,10 @@ func (r *Replica) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if r.watched.Load() >= last {
-		return nil
+	if !r.waitApplied(ctx, func() bool { return r.watched.Load() >= last }) {
+		return fmt.Errorf("replica: registry at revision %d, shared registry at %d: %w", r.watched.Load(), last, ctx.Err())
 	}
-	for {
-		r.mu.Lock()
-		ch := r.applied
-		r.mu.Unlock()
-		if r.watched.Load() >= last {
-			return r.stuck()
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("replica: registry at revision %d, shared registry at %d: %w", r.watched.Load(), last, ctx.Err())
-		}
-	}
+	return r.stuck()
 }
 
 // lastRevision is the bucket's latest revision: the sequence of the last
