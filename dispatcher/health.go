@@ -22,6 +22,7 @@ type tracker struct {
 
 	mu        sync.Mutex
 	dirty     map[string]health.Record // newest local view, not yet written
+	writing   map[string]health.Record // taken from dirty, being written now
 	disabling map[string]bool          // disable calls in progress
 	wake      chan struct{}
 }
@@ -43,6 +44,11 @@ func newTracker(d *Dispatcher) (*tracker, error) {
 func (t *tracker) current(id string) health.Record {
 	t.mu.Lock()
 	r, ok := t.dirty[id]
+	if !ok {
+		// Until its write returns, the store's copy is older than a
+		// record being written: counting on from it would lose failures.
+		r, ok = t.writing[id]
+	}
 	t.mu.Unlock()
 	if ok {
 		return r
@@ -204,7 +210,13 @@ func (t *tracker) writeDirty() {
 	t.mu.Lock()
 	batch := t.dirty
 	t.dirty = make(map[string]health.Record, len(batch))
+	t.writing = batch
 	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.writing = nil
+		t.mu.Unlock()
+	}()
 	for id, r := range batch {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := t.hs.Put(ctx, r)

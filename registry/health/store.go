@@ -48,7 +48,7 @@ type Store struct {
 	log *slog.Logger
 
 	mu    sync.RWMutex
-	cache map[string]Record
+	cache map[string]cached
 	kv    jetstream.KeyValue // nil until Run has bound the bucket
 	ready bool
 }
@@ -73,7 +73,7 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Store{cfg: cfg, log: cfg.Logger.With("component", "health"), cache: make(map[string]Record)}, nil
+	return &Store{cfg: cfg, log: cfg.Logger.With("component", "health"), cache: make(map[string]cached)}, nil
 }
 
 // ErrUnavailable: the bucket is not bound yet or NATS is unreachable.
@@ -84,7 +84,27 @@ var ErrUnavailable = errors.New("health: the shared health bucket is unavailable
 func (s *Store) Health(id string) Record {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.cache[id]
+	return s.cache[id].rec
+}
+
+// cached is the local copy of one key: its newest record and the bucket
+// revision it came from. A write updates the copy at once, before its own
+// watch echo arrives, so the echo of an earlier write (or a put overtaken
+// by a reset) must not replace it: only a higher revision does. A reset's
+// copy is a tombstone until the watch delivers the deletion itself.
+type cached struct {
+	rec  Record
+	rev  uint64
+	gone bool
+}
+
+// keep stores c for id unless the copy already holds a newer revision.
+// The caller holds s.mu.
+func (s *Store) keep(id string, c cached) {
+	if cur, ok := s.cache[id]; ok && cur.rev > c.rev {
+		return
+	}
+	s.cache[id] = c
 }
 
 // Put writes r (UpdatedAt set now) for every instance to see.
@@ -98,11 +118,12 @@ func (s *Store) Put(ctx context.Context, r Record) error {
 	if err != nil {
 		return fmt.Errorf("health: encode %s: %w", r.WebhookID, err)
 	}
-	if _, err := kv.Put(ctx, r.WebhookID, b); err != nil {
+	rev, err := kv.Put(ctx, r.WebhookID, b)
+	if err != nil {
 		return fmt.Errorf("health: put %s: %w", r.WebhookID, err)
 	}
 	s.mu.Lock()
-	s.cache[r.WebhookID] = r
+	s.keep(r.WebhookID, cached{rec: r, rev: rev})
 	s.mu.Unlock()
 	return nil
 }
@@ -118,8 +139,16 @@ func (s *Store) Reset(ctx context.Context, id string) error {
 	if err := kv.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("health: reset %s: %w", id, err)
 	}
+	// Delete does not say which revision it wrote; the bucket's last
+	// revision right after it is at least that one.
+	var rev uint64
+	if st, err := kv.Status(ctx); err == nil {
+		if js, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+			rev = js.StreamInfo().State.LastSeq
+		}
+	}
 	s.mu.Lock()
-	delete(s.cache, id)
+	s.keep(id, cached{rec: Record{WebhookID: id}, rev: rev, gone: true})
 	s.mu.Unlock()
 	return nil
 }
@@ -213,13 +242,27 @@ func (s *Store) apply(e jetstream.KeyValueEntry) {
 			return
 		}
 		s.mu.Lock()
-		s.cache[id] = r
+		stale := s.cache[id].rev > e.Revision()
+		if !stale {
+			s.cache[id] = cached{rec: r, rev: e.Revision()}
+		}
 		s.mu.Unlock()
+		if stale {
+			return
+		}
 	} else {
 		r.WebhookID = id
 		s.mu.Lock()
-		delete(s.cache, id)
+		stale := s.cache[id].rev > e.Revision()
+		if !stale {
+			// Nothing older than a deletion follows it in the watch, so
+			// the tombstone is no longer needed.
+			delete(s.cache, id)
+		}
 		s.mu.Unlock()
+		if stale {
+			return
+		}
 	}
 	if s.cfg.OnChange != nil {
 		s.cfg.OnChange(r)

@@ -66,3 +66,68 @@ func TestBucketByteLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestLateEchoDoesNotRollBack: a write updates the local copy at once; the
+// watch's echo of an earlier write, arriving after it, must not put the
+// older record back (nor must an echo resurrect a record just reset).
+func TestLateEchoDoesNotRollBack(t *testing.T) {
+	ns := natstest.JetStream(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := New(Config{JetStream: js, Bucket: "H_ECHO", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("bucket not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.Put(ctx, Record{WebhookID: "wh_1", State: Failing, ConsecutiveFailures: 1}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, "H_ECHO")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := kv.Get(ctx, "wh_1") // the entry the watch echoes for the first write
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, Record{WebhookID: "wh_1", State: CircuitOpen, ConsecutiveFailures: 2}); err != nil {
+		t.Fatal(err)
+	}
+	s.apply(first) // the first write's echo, late
+	if got := s.Health("wh_1"); got.ConsecutiveFailures != 2 || got.State != CircuitOpen {
+		t.Errorf("after a late echo: %+v, want the second write", got)
+	}
+	second, err := kv.Get(ctx, "wh_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reset(ctx, "wh_1"); err != nil {
+		t.Fatal(err)
+	}
+	s.apply(second) // the second write's echo, after the reset
+	if got := s.Health("wh_1"); got.State != "" || got.ConsecutiveFailures != 0 {
+		t.Errorf("after a reset and a late echo: %+v, want no record", got)
+	}
+	// The watch's own deletion clears the tombstone; a later write shows.
+	time.Sleep(200 * time.Millisecond)
+	if err := s.Put(ctx, Record{WebhookID: "wh_1", State: Failing, ConsecutiveFailures: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Health("wh_1"); got.ConsecutiveFailures != 1 {
+		t.Errorf("a write after the reset: %+v, want it", got)
+	}
+}
