@@ -182,6 +182,10 @@ type Config struct {
 	// Health, when set, shares each webhook's health and circuit with every
 	// instance (registry/health.Store). Nil keeps it in this process.
 	Health HealthStore
+	// Attempts, when set, receives every attempt and every give-up
+	// (registry/deliverylog.Log, shared by every instance). Nil logs
+	// none: only failures are kept, in Failures.
+	Attempts AttemptLog
 	// HealthSuccessInterval is how often a healthy webhook's last success
 	// time is rewritten in Health; other changes are written within a
 	// second. Zero means 1m.

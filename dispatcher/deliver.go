@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/webhookd/webhookd/dispatcher/signature"
 	"github.com/webhookd/webhookd/dispatcher/transport"
 	"github.com/webhookd/webhookd/registry"
+	"github.com/webhookd/webhookd/registry/deliverylog"
 	"github.com/webhookd/webhookd/registry/ssrf"
 )
 
@@ -281,7 +283,7 @@ func (d *Dispatcher) attempt(q queued, t *target, probe bool) attemptResult {
 	if j.FirstAttempt.IsZero() {
 		j.FirstAttempt = now
 	}
-	status, retryAfter, kind, err := d.post(t, &j, now)
+	status, retryAfter, kind, snippet, err := d.post(t, &j, now)
 	elapsed := time.Since(now)
 	res := attemptResult{kind: kind, status: status}
 	o := outcome{webhookID: j.WebhookID, workspace: j.Workspace, probe: probe, status: status}
@@ -305,6 +307,7 @@ func (d *Dispatcher) attempt(q queued, t *target, probe bool) attemptResult {
 		if err := q.msg.Ack(); err != nil {
 			d.log.Warn("ack delivered job", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
 		}
+		d.logAttempt(&j, now, elapsed, status, "", nil, snippet, deliverylog.Succeeded, time.Time{}, "")
 		return res
 	}
 
@@ -324,21 +327,24 @@ func (d *Dispatcher) attempt(q queued, t *target, probe bool) attemptResult {
 	d.log.Debug("delivery attempt failed", "webhook", j.WebhookID, "delivery", j.DeliveryID,
 		"attempt", j.Attempt, "status_class", class, "retry", dec.Retry, "delay", dec.Delay)
 	if dec.Retry {
+		d.logAttempt(&j, now, elapsed, status, class, err, snippet, deliverylog.Retrying, time.Now().Add(dec.Delay), "")
 		d.scheduleRetry(q.msg, j, dec.Delay)
 		return res
 	}
+	d.logAttempt(&j, now, elapsed, status, class, err, snippet, deliverylog.Failed, time.Time{}, dec.Reason)
+	j.logged = true
 	d.giveUp(q.msg, j, dec.Reason)
 	return res
 }
 
 // post sends the signed request. Transport errors come back as a kind, with
-// status 0.
-func (d *Dispatcher) post(t *target, j *job, now time.Time) (status int, retryAfter time.Duration, kind errKind, err error) {
+// status 0. With a delivery log, snippet is the start of the answer.
+func (d *Dispatcher) post(t *target, j *job, now time.Time) (status int, retryAfter time.Duration, kind errKind, snippet string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.DeliveryTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.wh.URL, bytes.NewReader(j.Body))
 	if err != nil {
-		return 0, 0, errNetwork, fmt.Errorf("build request: %w", err)
+		return 0, 0, errNetwork, "", fmt.Errorf("build request: %w", err)
 	}
 	ts := now.Unix()
 	sig := t.keys.AppendHeader(make([]byte, 0, 2*(3+44)+1), j.DeliveryID, ts, j.Body, now)
@@ -351,7 +357,12 @@ func (d *Dispatcher) post(t *target, j *job, now time.Time) (status int, retryAf
 	}
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
-		return 0, 0, classify(err), scrub(err)
+		return 0, 0, classify(err), "", scrub(err)
+	}
+	if d.cfg.Attempts != nil {
+		var buf [deliverylog.MaxResponseBytes]byte
+		n, _ := io.ReadFull(resp.Body, buf[:])
+		snippet = deliverylog.Snippet(buf[:n])
 	}
 	_ = transport.Drain(resp.Body, maxResponseBytes)
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
@@ -359,7 +370,27 @@ func (d *Dispatcher) post(t *target, j *job, now time.Time) (status int, retryAf
 			retryAfter, _ = retry.ParseRetryAfter(v, time.Now())
 		}
 	}
-	return resp.StatusCode, retryAfter, errNone, nil
+	return resp.StatusCode, retryAfter, errNone, snippet, nil
+}
+
+// logAttempt hands one attempt to the delivery log, if there is one.
+func (d *Dispatcher) logAttempt(j *job, at time.Time, took time.Duration, status int, class string, err error,
+	snippet string, state deliverylog.State, next time.Time, reason string) {
+	if d.cfg.Attempts == nil {
+		return
+	}
+	a := deliverylog.Attempt{
+		DeliveryID: j.DeliveryID, WebhookID: j.WebhookID, Workspace: j.Workspace, EventID: j.EventID,
+		EventType: string(j.EventType), Published: j.Published, Attempt: j.Attempt, At: at, Duration: took,
+		Status: status, ErrorClass: class, Response: snippet, State: state, NextAttemptAt: next, Reason: reason,
+		Trigger: j.Trigger,
+	}
+	if err != nil {
+		a.Error = err.Error()
+	} else if class != "" {
+		a.Error = "HTTP " + strconv.Itoa(status)
+	}
+	d.cfg.Attempts.Record(a)
 }
 
 func classify(err error) errKind {
@@ -474,6 +505,15 @@ func (d *Dispatcher) recordFailure(j job, reason string, attempts int) error {
 	})
 	if err != nil {
 		return fmt.Errorf("dispatcher: record failure of delivery %s: %w", j.DeliveryID, err)
+	}
+	if !j.logged && d.cfg.Attempts != nil {
+		// Given up without an attempt of its own (too large, handed out
+		// too often, webhook disabled): the log says so.
+		d.cfg.Attempts.Record(deliverylog.Attempt{
+			DeliveryID: j.DeliveryID, WebhookID: j.WebhookID, Workspace: j.Workspace, EventID: j.EventID,
+			EventType: string(j.EventType), Published: j.Published, Attempt: max(attempts, 0), At: time.Now(),
+			Error: truncate(j.LastError, maxErrorLen), State: deliverylog.Failed, Reason: reason, Trigger: j.Trigger,
+		})
 	}
 	d.m.failed.WithLabelValues(string(j.EventType), reason).Inc()
 	d.log.Warn("delivery failed for good", "webhook", j.WebhookID, "delivery", j.DeliveryID,

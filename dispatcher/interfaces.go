@@ -6,6 +6,7 @@ import (
 
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
+	"github.com/webhookd/webhookd/registry/deliverylog"
 	"github.com/webhookd/webhookd/registry/health"
 )
 
@@ -49,6 +50,12 @@ type HealthStore interface {
 	Health(id string) health.Record
 	Put(ctx context.Context, r health.Record) error
 	Reset(ctx context.Context, id string) error
+}
+
+// AttemptLog records delivery attempts. deliverylog.Log satisfies it.
+// Record is called on the delivery path and must not block.
+type AttemptLog interface {
+	Record(a deliverylog.Attempt)
 }
 
 // Disabler turns a webhook off. registry.Store satisfies it. The bool

@@ -34,7 +34,13 @@ type job struct {
 	// when a bundle was expanded. It is never re-encoded: a job handed on
 	// again competes for a probe afresh.
 	Probe bool
-	Body  []byte
+	// Trigger is what queued this delivery when it was not fan-out:
+	// "retry" (a manual retry) or "replay:<id>". The delivery log shows it.
+	Trigger string
+	Body    []byte
+	// logged: this attempt's outcome is in the delivery log already, so
+	// a give-up need not be logged again. Never encoded.
+	logged bool
 }
 
 // Header names. Nats-* are JetStream's; the rest are webhookd's own. The
@@ -46,6 +52,7 @@ const (
 	hdrEvent       = "Webhookd-Event"
 	hdrSubject     = "Webhookd-Subject"
 	hdrLastError   = "Webhookd-Last-Error"
+	hdrTrigger     = "Webhookd-Trigger"
 	hdrSchedule    = "Nats-Schedule"
 	hdrSchedTarget = "Nats-Schedule-Target"
 )
@@ -86,6 +93,9 @@ func (j *job) header(msgID string) nats.Header {
 	if j.LastError != "" {
 		h[hdrLastError] = []string{truncate(j.LastError, maxErrorLen)}
 	}
+	if j.Trigger != "" {
+		h[hdrTrigger] = []string{j.Trigger}
+	}
 	return h
 }
 
@@ -120,6 +130,7 @@ func decodeJob(h nats.Header, data []byte) (job, error) {
 		Subject:    get(hdrSubject),
 		LastError:  get(hdrLastError),
 		Probe:      get(hdrProbe) == "1",
+		Trigger:    get(hdrTrigger),
 		Body:       data,
 	}
 	if j.DeliveryID == "" || j.WebhookID == "" || j.EventID == "" || !j.EventType.Valid() {

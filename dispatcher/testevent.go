@@ -59,7 +59,7 @@ func (d *Dispatcher) SendTest(ctx context.Context, w registry.Webhook) (api.Test
 	}
 	// post bounds the attempt by DeliveryTimeout, as for real deliveries
 	// (it does not follow ctx: a caller going away costs at most that).
-	status, _, kind, err := d.post(&target{wh: &w, url: u, keys: keys}, &j, now)
+	status, _, kind, _, err := d.post(&target{wh: &w, url: u, keys: keys}, &j, now)
 	res := api.TestResult{
 		Delivered: kind == errNone && status >= 200 && status < 300,
 		Status:    status,
