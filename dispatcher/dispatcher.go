@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/webhookd/webhookd/dispatcher/signature"
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/health"
@@ -210,6 +212,31 @@ func (d *Dispatcher) Redeliver(ctx context.Context, f registry.Failure) error {
 	_, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: d.trialSubject(f.WebhookID), Header: j.header(msgID), Data: f.Body})
 	if err != nil {
 		return fmt.Errorf("dispatcher: redeliver %s: %w", f.ID, err)
+	}
+	return nil
+}
+
+// Resend queues a fresh delivery of ev to one webhook, as the management
+// API's retry of a delivery and replays need: attempt 1, a fresh retry
+// budget, the same webhook-id (receivers deduplicate on it). trigger is
+// "retry" or "replay:<id>": a replay's copies are deduplicated per replay
+// (a replay resumed elsewhere queues none twice), a manual retry's never.
+func (d *Dispatcher) Resend(ctx context.Context, ev events.Event, webhookID, trigger string) error {
+	wh, ok := d.cfg.Subscriptions.Get(webhookID)
+	if !ok || wh.Workspace != ev.Workspace {
+		return fmt.Errorf("dispatcher: resend to webhook %s: %w", webhookID, registry.ErrNotFound)
+	}
+	id := signature.DeliveryID(ev.ID, webhookID)
+	j := job{
+		DeliveryID: id, WebhookID: webhookID, Workspace: ev.Workspace, EventID: ev.ID, EventType: ev.Type,
+		Subject: ev.Subject, Published: ev.Timestamp, Attempt: 1, Trigger: trigger,
+	}
+	msgID := id + "." + trigger
+	if !strings.HasPrefix(trigger, "replay:") {
+		msgID += "." + strconv.FormatInt(time.Now().UnixNano(), 10)
+	}
+	if _, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: d.trialSubject(webhookID), Header: j.header(msgID), Data: ev.Body}); err != nil {
+		return fmt.Errorf("dispatcher: resend %s: %w", id, err)
 	}
 	return nil
 }

@@ -69,6 +69,9 @@ type options struct {
 	failuresStream   string
 	failuresPerHook  int
 	failureRetention time.Duration
+	attemptsStream   string
+	attemptsPerHook  int
+	attemptRetention time.Duration
 	disableAfter     time.Duration
 	disableOnGone    bool
 	cbFailures       int
@@ -133,6 +136,9 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.failuresStream, "failures-stream", "WEBHOOKD_FAILURES", "JetStream stream through which all instances share failure records (empty: keep them in this instance's bbolt)")
 	fs.IntVar(&o.failuresPerHook, "failures-per-webhook", 100, "failure records kept per webhook, oldest dropped (1 to 10000)")
 	fs.DurationVar(&o.failureRetention, "failure-retention", 30*24*time.Hour, "how long a failure record is kept")
+	fs.StringVar(&o.attemptsStream, "delivery-log-stream", "WEBHOOKD_ATTEMPTS", "JetStream stream of the delivery log, every attempt of every delivery, shared by all instances (empty: no delivery log)")
+	fs.IntVar(&o.attemptsPerHook, "delivery-log-per-webhook", 1000, "delivery attempts kept per webhook, oldest dropped (1 to 100000)")
+	fs.DurationVar(&o.attemptRetention, "delivery-log-retention", 7*24*time.Hour, "how long a delivery attempt is kept in the delivery log")
 	fs.StringVar(&o.healthBucket, "health-bucket", "WEBHOOKD_HEALTH", "JetStream key-value bucket through which all instances share endpoint health and open circuits (empty: keep them local to this instance)")
 	fs.DurationVar(&o.disableAfter, "disable-after", 5*24*time.Hour, "disable a webhook whose deliveries have failed without a single success for this long (0: never)")
 	fs.BoolVar(&o.disableOnGone, "disable-on-gone", true, "disable a webhook whose receiver answers 410 Gone")
@@ -249,6 +255,10 @@ func (o *options) validate() error {
 		return fmt.Errorf("--failures-per-webhook must be 1 to 10000, got %d", o.failuresPerHook)
 	case o.failureRetention < time.Minute:
 		return fmt.Errorf("--failure-retention must be at least 1m, got %s", o.failureRetention)
+	case o.attemptsPerHook < 1 || o.attemptsPerHook > 100000:
+		return fmt.Errorf("--delivery-log-per-webhook must be 1 to 100000, got %d", o.attemptsPerHook)
+	case o.attemptRetention < time.Minute:
+		return fmt.Errorf("--delivery-log-retention must be at least 1m, got %s", o.attemptRetention)
 	case o.natsMaxStore < capacity.MinStore:
 		return fmt.Errorf("--nats-max-store must be at least %d (64 MiB), got %d", capacity.MinStore, o.natsMaxStore)
 	case o.natsMaxMemory < 0:
@@ -275,6 +285,9 @@ func (o *options) validate() error {
 	}
 	if o.natsURL == "" && !loopbackAddr(o.natsListen) && o.natsUser == "" && o.natsToken == "" {
 		return fmt.Errorf("--nats-listen %q is not a loopback address and the embedded NATS server has no authentication: anyone reaching it could read and forge every tenant's events and subscriptions; set --nats-user/--nats-password or --nats-token (the embedded server then requires them), or listen on 127.0.0.1", o.natsListen)
+	}
+	if strings.ContainsAny(o.attemptsStream, " .*>\t\n/\\") {
+		return fmt.Errorf("--delivery-log-stream %q must be a name without spaces, dots, wildcards or slashes", o.attemptsStream)
 	}
 	if strings.ContainsAny(o.failuresStream, " .*>\t\n/\\") {
 		return fmt.Errorf("--failures-stream %q must be a name without spaces, dots, wildcards or slashes", o.failuresStream)

@@ -31,6 +31,7 @@ import (
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/api"
 	"github.com/webhookd/webhookd/registry/apikeys"
+	"github.com/webhookd/webhookd/registry/deliverylog"
 	"github.com/webhookd/webhookd/registry/failurelog"
 	"github.com/webhookd/webhookd/registry/health"
 	"github.com/webhookd/webhookd/registry/replica"
@@ -212,6 +213,20 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		}
 		recorder, apiFailures = flog, flog
 	}
+	// The delivery log: every attempt, shared by every instance.
+	var dlog *deliverylog.Log
+	if o.attemptsStream != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		dlog, err = deliverylog.New(deliverylog.Config{JetStream: js, Stream: o.attemptsStream,
+			MaxPerWebhook: o.attemptsPerHook, MaxAge: o.attemptRetention, MaxBytes: lim.Attempts, Replicas: o.replicas,
+			Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+	}
 	disp, err = dispatcher.New(dispatcher.Config{
 		Conn: nc, Subscriptions: store.Index(), Lookup: lookupOf(rep), Registry: registrySyncOf(rep), Failures: recorder, Client: client,
 		EventStream: events.StreamConfig{
@@ -235,6 +250,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			FailureThreshold: o.cbFailures, TimeoutThreshold: o.cbTimeouts, Cooldown: o.cbCooldown, MaxCooldown: o.cbMaxCooldown,
 		},
 		Health:        healthOf(hs),
+		Attempts:      attemptsOf(dlog),
 		Disabler:      store,
 		DisableAfter:  o.disableAfter,
 		DisableOnGone: o.disableOnGone,
@@ -263,6 +279,9 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	if flog != nil {
 		watch = append(watch, capacity.Stream{Name: o.failuresStream})
 	}
+	if dlog != nil {
+		watch = append(watch, capacity.Stream{Name: o.attemptsStream})
+	}
 	mon, err := capacity.New(capacity.Config{JetStream: capJS, EventsStream: o.eventsStream, FanoutConsumer: o.fanoutCons,
 		Streams: watch, Logger: log, Registerer: reg})
 	if err != nil {
@@ -288,7 +307,10 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		Store: store, Validator: validator, Failures: apiFailures,
 		Keys:           api.KeySet{Static: staticKeys, Shared: sharedKeysOf(sharedKeys), Bootstrap: bootstrapKeys},
 		TrustedProxies: proxies, ForwardedHeader: o.fwdHeader,
-		Events: publisher,
+		Events:     publisher,
+		Deliveries: deliveriesOf(dlog), Resend: disp,
+		Finder: events.Finder{JetStream: pubJS, Stream: o.eventsStream,
+			Decoder: events.Decoder{Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxBytes: o.maxEventBytes}},
 		Warnings: func() []string {
 			if err := mon.Ready(); err != nil {
 				return []string{err.Error()}
@@ -347,6 +369,9 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	if sharedKeys != nil {
 		wg.Go(func() { _ = sharedKeys.Run(dispCtx) })
 	}
+	if dlog != nil {
+		wg.Go(func() { _ = dlog.Run(dispCtx) })
+	}
 	if flog != nil {
 		wg.Go(func() { _ = flog.Run(dispCtx) })
 		wg.Go(func() { flog.Import(dispCtx, store) })
@@ -373,7 +398,31 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	log.Info("shutting down")
 	stopDisp()
 	wg.Wait()
+	if dlog != nil {
+		// The last attempts' records, before NATS closes.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := dlog.Flush(fctx); err != nil {
+			log.Warn("delivery log not flushed", "err", err)
+		}
+		cancel()
+	}
 	return errors.Join(apiErr, dispErr, repErr)
+}
+
+// attemptsOf and deliveriesOf keep a nil *deliverylog.Log from becoming a
+// non-nil interface.
+func attemptsOf(l *deliverylog.Log) dispatcher.AttemptLog {
+	if l == nil {
+		return nil
+	}
+	return l
+}
+
+func deliveriesOf(l *deliverylog.Log) api.DeliveryLog {
+	if l == nil {
+		return nil
+	}
+	return l
 }
 
 // healthOf keeps a nil *health.Store from becoming a non-nil interface.

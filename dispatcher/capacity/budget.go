@@ -14,6 +14,9 @@ type Limits struct {
 	// Failures is the failure records stream's MaxBytes
 	// (failurelog.Config.MaxBytes); at it the oldest records go.
 	Failures int64
+	// Attempts is the delivery log stream's MaxBytes
+	// (deliverylog.Config.MaxBytes); at it the oldest attempts go.
+	Attempts int64
 	// Registry is the shared-registry bucket's MaxBytes (about 360 bytes
 	// per subscription); at it, registrations are refused.
 	Registry int64
@@ -33,12 +36,14 @@ const MinStore = 64 << 20
 // not grow without bound with a large disk, the streams that hold work do.
 const (
 	failuresShare  = 100 // 10%
+	attemptsShare  = 100 // 10%
 	registryShare  = 50  // 5%: ~1.4 million subscriptions at 10 GiB
 	healthShare    = 20  // 2%
 	reserveShare   = 50  // 5%
 	deliveriesRest = 55  // percent of what is left; events get the other 45
 
 	failuresCap = 16 << 30
+	attemptsCap = 16 << 30
 	registryCap = 4 << 30 // ~11 million subscriptions
 	healthCap   = 1 << 30
 )
@@ -47,6 +52,7 @@ const (
 // streams:
 //
 //	Failures   10% of the store, at most 16 GiB
+//	Attempts   10%, at most 16 GiB
 //	Registry    5%, at most 4 GiB
 //	Health      2%, at most 1 GiB
 //	Reserve     5%
@@ -56,9 +62,9 @@ const (
 // The deliveries stream gets more of the rest than the events stream
 // because what it holds is work nobody can discard, whereas the events
 // stream mostly holds history: events fanned out already, which the
-// Monitor trims under pressure. For 10 GiB that is 1 GiB, 512 MiB,
-// ~205 MiB and 512 MiB, then ~4.29 GiB for deliveries and ~3.51 GiB for
-// events. Every share but Deliveries and Reserve is a stream MaxBytes the
+// Monitor trims under pressure. For 10 GiB that is 1 GiB, 1 GiB,
+// 512 MiB, ~205 MiB and 512 MiB, then ~3.74 GiB for deliveries and
+// ~3.06 GiB for events. Every share but Deliveries and Reserve is a stream MaxBytes the
 // server reserves, so they always fit the store together. A maxStore of
 // zero or less means no budget: the zero Limits, every stream unbounded
 // but for the failure stream's own default.
@@ -75,11 +81,12 @@ func Budget(maxStore int64) Limits {
 	}
 	l := Limits{
 		Failures: share(failuresShare, failuresCap),
+		Attempts: share(attemptsShare, attemptsCap),
 		Registry: share(registryShare, registryCap),
 		Health:   share(healthShare, healthCap),
 		Reserve:  share(reserveShare, 0),
 	}
-	rest := maxStore - l.Failures - l.Registry - l.Health - l.Reserve
+	rest := maxStore - l.Failures - l.Attempts - l.Registry - l.Health - l.Reserve
 	l.Deliveries = max(scale(rest, deliveriesRest, 100), 1)
 	l.Events = max(rest-l.Deliveries, 1)
 	return l
@@ -96,7 +103,7 @@ func scale(n, num, den int64) int64 {
 
 // Reserved is what the server reserves for these limits: the MaxBytes of
 // every stream that has one. It never exceeds the store Budget split.
-func (l Limits) Reserved() int64 { return l.Events + l.Failures + l.Registry + l.Health }
+func (l Limits) Reserved() int64 { return l.Events + l.Failures + l.Attempts + l.Registry + l.Health }
 
 // Total is every share together: the store Budget split.
 func (l Limits) Total() int64 { return l.Reserved() + l.Deliveries + l.Reserve }

@@ -16,12 +16,12 @@ func TestBudget(t *testing.T) {
 		{name: "no store, no budget", store: 0, zero: true},
 		{name: "negative, no budget", store: -1, zero: true},
 		{name: "the 10 GiB default", store: 10 * gib, want: Limits{
-			Failures: gib, Registry: 512 * mib, Health: 214748364, Reserve: 512 * mib,
-			Deliveries: 4606352425, Events: 3768833803}},
+			Failures: gib, Attempts: gib, Registry: 512 * mib, Health: 214748364, Reserve: 512 * mib,
+			Deliveries: 4015794422, Events: 3285649982}},
 		{name: "a test-sized 4 MiB", store: 4 * mib},
 		{name: "MinStore", store: MinStore},
 		{name: "1 TiB: the small shares are capped", store: 1024 * gib, want: Limits{
-			Failures: 16 * gib, Registry: 4 * gib, Health: gib}},
+			Failures: 16 * gib, Attempts: 16 * gib, Registry: 4 * gib, Health: gib}},
 		{name: "a store of a few bytes still gives every stream one", store: 7},
 		{name: "an absurd 4 EiB does not overflow", store: 4 << 60},
 	} {
@@ -33,7 +33,7 @@ func TestBudget(t *testing.T) {
 				}
 				return
 			}
-			for name, v := range map[string]int64{"Events": l.Events, "Deliveries": l.Deliveries, "Failures": l.Failures,
+			for name, v := range map[string]int64{"Events": l.Events, "Deliveries": l.Deliveries, "Failures": l.Failures, "Attempts": l.Attempts,
 				"Registry": l.Registry, "Health": l.Health, "Reserve": l.Reserve} {
 				if v <= 0 {
 					t.Errorf("%s = %d, want a positive bound", name, v)
@@ -58,6 +58,7 @@ func TestBudget(t *testing.T) {
 			check("Events", l.Events, tc.want.Events)
 			check("Deliveries", l.Deliveries, tc.want.Deliveries)
 			check("Failures", l.Failures, tc.want.Failures)
+			check("Attempts", l.Attempts, tc.want.Attempts)
 			check("Registry", l.Registry, tc.want.Registry)
 			check("Health", l.Health, tc.want.Health)
 			check("Reserve", l.Reserve, tc.want.Reserve)

@@ -11,7 +11,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/webhookd/webhookd/events"
 )
 
 // SecretPrefix starts every secret webhookd hands out.
@@ -140,15 +141,6 @@ func Verify(secret Secret, id string, ts int64, body []byte, header string, now 
 	return fmt.Errorf("signature: verify: %w", ErrNoMatch)
 }
 
-// DeliveryID is the webhook-id of the delivery of one event to one webhook:
-// "msg_" followed by 32 hex digits of SHA-256(eventID NUL webhookID). It is
-// the same for every retry and redelivery, which is what lets receivers
-// deduplicate, and the NUL keeps ("a", "bc") apart from ("ab", "c").
-func DeliveryID(eventID, webhookID string) string {
-	h := sha256.New()
-	h.Write([]byte(eventID))
-	h.Write([]byte{0})
-	h.Write([]byte(webhookID))
-	var sum [sha256.Size]byte
-	return "msg_" + hex.EncodeToString(h.Sum(sum[:0])[:16])
-}
+// DeliveryID is the webhook-id of the delivery of one event to one webhook
+// (events.DeliveryID, which the management API also needs).
+func DeliveryID(eventID, webhookID string) string { return events.DeliveryID(eventID, webhookID) }

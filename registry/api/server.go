@@ -90,6 +90,15 @@ type Config struct {
 	// guard and signing of real deliveries). Nil makes that route answer
 	// 501 TEST_UNAVAILABLE.
 	Tester Tester
+	// Deliveries answers the delivery log's routes (deliverylog.Log).
+	// Nil makes them answer 501 DELIVERIES_UNAVAILABLE.
+	Deliveries DeliveryLog
+	// Finder finds events in the events stream for GET /api/events/{id}
+	// and delivery retries (events.Finder).
+	Finder EventFinder
+	// Resend queues delivery retries (dispatcher.Dispatcher). Nil, or a
+	// nil Finder, makes the delivery retry route answer 501.
+	Resend Resender
 	// MaxBodyBytes caps request bodies; 0 means 1 MiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds Run's graceful shutdown; 0 means 10s.
@@ -119,6 +128,9 @@ type Server struct {
 	eventDecoder    events.Decoder
 	tester          Tester
 	testLimits      *testLimiter
+	deliveries      DeliveryLog
+	finder          EventFinder
+	resend          Resender
 	maxBodyBytes    int64
 	shutdownTimeout time.Duration
 
@@ -166,6 +178,9 @@ func New(cfg Config) (*Server, error) {
 		events:          cfg.Events,
 		eventDecoder:    cfg.EventDecoder,
 		tester:          cfg.Tester,
+		deliveries:      cfg.Deliveries,
+		finder:          cfg.Finder,
+		resend:          cfg.Resend,
 		testLimits:      newTestLimiter(),
 		maxBodyBytes:    cfg.MaxBodyBytes,
 		shutdownTimeout: cfg.ShutdownTimeout,
@@ -222,7 +237,11 @@ func (s *Server) routeTable() []route {
 		{http.MethodPost, "/api/webhook/{id}/enable", true, s.enableWebhook},
 		{http.MethodGet, "/api/webhook/{id}/failures", true, s.listFailures},
 		{http.MethodPost, "/api/webhook/{id}/failures/{failureId}/retry", true, s.retryFailure},
+		{http.MethodGet, "/api/webhook/{id}/deliveries", true, s.listDeliveries},
+		{http.MethodGet, "/api/webhook/{id}/deliveries/{deliveryId}", true, s.getDelivery},
+		{http.MethodPost, "/api/webhook/{id}/deliveries/{deliveryId}/retry", true, s.retryDelivery},
 		{http.MethodPost, "/api/events", true, s.publishEvent},
+		{http.MethodGet, "/api/events/{eventId}", true, s.getEvent},
 		{http.MethodGet, "/healthz", false, s.healthz},
 		{http.MethodGet, "/readyz", false, s.readyz},
 		{http.MethodGet, "/metrics", false, s.serveMetrics},
