@@ -249,7 +249,7 @@ func (l *Log) setup(ctx context.Context) error {
 		MaxBytes:          l.cfg.MaxBytes,
 		Discard:           jetstream.DiscardOld,
 		// Records carry no Nats-Msg-Id: a dedupe window would only cost.
-		Duplicates: min(time.Minute, l.cfg.MaxAge),
+		Duplicates:  min(time.Minute, l.cfg.MaxAge),
 		AllowDirect: true,
 	})
 	if err != nil {
