@@ -36,10 +36,8 @@ type Resender interface {
 }
 
 const (
-	codeDeliveriesUnavailable = "DELIVERIES_UNAVAILABLE"
-	codeEventExpired          = "EVENT_EXPIRED"
-	defaultDeliveryLimit      = 50
-	maxDeliveryLimit          = 500
+	defaultDeliveryLimit = 50
+	maxDeliveryLimit     = 500
 )
 
 func (s *Server) deliveryLog() (DeliveryLog, error) {

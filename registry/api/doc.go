@@ -87,7 +87,8 @@
 //	NOT_FOUND               404  unknown route, or unknown / other workspace's id
 //	METHOD_NOT_ALLOWED      405  known route, wrong method (Allow header set)
 //	BODY_TOO_LARGE          413  body over Config.MaxBodyBytes, or an event over the decoder's MaxBytes (details.limitBytes)
-//	VALIDATION_FAILED       422  details maps each bad field (url, eventType, workflowId, description, enabled,
+//	VALIDATION_FAILED       400  a bad ?status=, ?since= or ?limit= of the deliveries list (details per field)
+//	                        422  details maps each bad field (url, eventType, workflowId, description, enabled,
 //	                             type, payload, grace; "body" for a PATCH setting nothing) to a message
 //	RATE_LIMITED            429  too many failed authentications from this client with this key, or with any key,
 //	                             or too many test events for this webhook (Retry-After set)
@@ -95,6 +96,8 @@
 //	REDELIVERY_UNAVAILABLE  501  manual retry requested but this server has no Redeliverer
 //	                        409  ... or the failure's event body was not kept
 //	TEST_UNAVAILABLE        501  test event requested but this server has no Tester
+//	DELIVERIES_UNAVAILABLE  501  delivery log route but this server keeps no delivery log
+//	EVENT_EXPIRED           409  delivery retry of an event no longer in the events stream, with no failure record
 //	NOT_READY               503  /readyz while not ready (details.reason)
 //	REGISTRY_UNAVAILABLE    503  a write while the shared registry (NATS) is unreachable; nothing changed
 //	EVENTS_UNAVAILABLE      503  JetStream did not acknowledge a published event (details.reason says

@@ -29,6 +29,8 @@ const (
 	codeInvalidIdempotencyKey = "INVALID_IDEMPOTENCY_KEY"
 	codeEventsUnavailable     = "EVENTS_UNAVAILABLE"
 	codeTestUnavailable       = "TEST_UNAVAILABLE"
+	codeDeliveriesUnavailable = "DELIVERIES_UNAVAILABLE"
+	codeEventExpired          = "EVENT_EXPIRED"
 )
 
 // apiError is an error that already knows how it looks on the wire. Handlers
