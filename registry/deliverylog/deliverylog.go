@@ -6,15 +6,20 @@
 // # Layout
 //
 // One stream (WEBHOOKD_ATTEMPTS by default) holds one subject per webhook,
-// <SubjectPrefix>.attempts.<workspace>.<webhookID>. Each message is one
-// attempt as JSON (Attempt), carrying the delivery's state after it
+// <SubjectPrefix>.attempts.<workspace>.<webhookID>. Each message holds the
+// attempts of one webhook made within one FlushInterval (at most MaxBatch),
+// one JSON Attempt per line, each carrying the delivery's state after it
 // (retrying, succeeded or failed). A delivery's view is the fold of its
-// attempts; nothing is ever rewritten.
+// attempts; nothing is ever rewritten. Batching is what keeps the log off
+// the hot path's bill: a webhook taking thousands of deliveries a second
+// costs the server tens of stored messages a second, not thousands.
 //
 // # Bounds
 //
-// MaxPerWebhook attempts per webhook (the server discards the webhook's
-// oldest when a new one arrives), MaxAge per attempt, MaxBytes for the
+// MaxPerWebhook messages per webhook (the server discards the webhook's
+// oldest when a new one arrives; reads show the newest MaxPerWebhook
+// attempts of them, so a busy webhook may keep up to MaxBatch times more
+// on disk than it shows), MaxAge per attempt, MaxBytes for the
 // whole stream (oldest first, whatever the webhook). A read of one webhook
 // touches at most MaxPerWebhook messages, never the stream; a read of one
 // event touches its workspace's subjects, at most MaxScan messages.
@@ -52,6 +57,8 @@ const (
 	DefaultMaxAge        = 7 * 24 * time.Hour
 	DefaultMaxBytes      = 1 << 30
 	DefaultMaxPending    = 8192
+	DefaultFlushInterval = 50 * time.Millisecond
+	DefaultMaxBatch      = 32
 	// MaxPerWebhookLimit caps MaxPerWebhook: one read of a webhook's
 	// deliveries moves up to that many attempts.
 	MaxPerWebhookLimit = 100000
@@ -86,6 +93,13 @@ type Config struct {
 	// acknowledgement; beyond it new records are dropped and counted.
 	// Zero means 8192.
 	MaxPending int
+	// FlushInterval is how long attempts wait to be published together
+	// with the same webhook's others: the delay before a read sees an
+	// attempt. Zero means 50ms.
+	FlushInterval time.Duration
+	// MaxBatch is the most attempts one message holds; a full batch is
+	// published at once. Zero means 32.
+	MaxBatch int
 	// Replicas is the stream's replica count. Zero means 1.
 	Replicas int
 	// Logger receives operational logs (webhook ids, never URLs).
@@ -108,6 +122,9 @@ type Log struct {
 
 	mu     sync.RWMutex
 	stream jetstream.Stream // nil until Run has set it up
+	// batches holds each webhook's attempts not yet published, by subject.
+	batches map[string][]byte
+	counts  map[string]int
 	// warned limits the log of dropped records to once a minute.
 	warned time.Time
 }
@@ -136,6 +153,10 @@ func New(cfg Config) (*Log, error) {
 	def(&cfg.MaxPending, DefaultMaxPending)
 	def(&cfg.Replicas, 1)
 	def(&cfg.MaxScan, 20*cfg.MaxPerWebhook)
+	def(&cfg.MaxBatch, DefaultMaxBatch)
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
 	if cfg.MaxAge == 0 {
 		cfg.MaxAge = DefaultMaxAge
 	}
@@ -155,6 +176,8 @@ func New(cfg Config) (*Log, error) {
 		return nil, fmt.Errorf("deliverylog: Config.MaxBytes must not be negative, got %d", cfg.MaxBytes)
 	case cfg.MaxScan < 0:
 		return nil, fmt.Errorf("deliverylog: Config.MaxScan must not be negative, got %d", cfg.MaxScan)
+	case cfg.MaxBatch < 0 || cfg.MaxBatch > 1000 || cfg.FlushInterval < 0:
+		return nil, fmt.Errorf("deliverylog: Config.MaxBatch must be 1 to 1000 and FlushInterval not negative")
 	case cfg.MaxPending < 0:
 		return nil, fmt.Errorf("deliverylog: Config.MaxPending must not be negative, got %d", cfg.MaxPending)
 	case cfg.Replicas < 0 || cfg.Replicas > 5:
@@ -168,7 +191,8 @@ func New(cfg Config) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{cfg: cfg, root: cfg.SubjectPrefix + ".attempts.", log: lg.With("component", "deliverylog"), metrics: m}
+	l := &Log{cfg: cfg, root: cfg.SubjectPrefix + ".attempts.", log: lg.With("component", "deliverylog"), metrics: m,
+		batches: make(map[string][]byte), counts: make(map[string]int)}
 	l.pub, err = jetstream.New(cfg.JetStream.Conn(),
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
 		jetstream.WithPublishAsyncTimeout(30*time.Second),
@@ -206,8 +230,24 @@ func (l *Log) handle() (jetstream.Stream, error) {
 }
 
 // Run sets the stream up (creating or updating it) and sets it up again
-// after every reconnect, until ctx ends.
+// after every reconnect, and publishes the batched attempts every
+// FlushInterval, until ctx ends.
 func (l *Log) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		t := time.NewTicker(l.cfg.FlushInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				l.publishAll()
+				return
+			case <-t.C:
+				l.publishAll()
+			}
+		}
+	})
 	nc := l.cfg.JetStream.Conn()
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(reconnected)

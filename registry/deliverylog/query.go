@@ -1,6 +1,7 @@
 package deliverylog
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -33,7 +34,7 @@ type Delivery struct {
 	// log's bounds; Attempt numbers tell.
 	Attempts []Attempt `json:"attempts"`
 
-	seq uint64 // stream sequence of its first attempt kept: list order
+	seq uint64 // position of its first attempt kept (stream sequence << 16 | line): list order
 }
 
 // Query selects a webhook's deliveries.
@@ -155,6 +156,9 @@ func (l *Log) webhook(ctx context.Context, workspace, webhookID string) ([]Deliv
 	if err != nil {
 		return nil, err
 	}
+	if len(as) > l.cfg.MaxPerWebhook { // batches hold more than they show
+		as = as[len(as)-l.cfg.MaxPerWebhook:]
+	}
 	return fold(as), nil
 }
 
@@ -259,13 +263,18 @@ func (l *Log) fetch(cons jetstream.Consumer, filter string, n uint64, keep func(
 			if err != nil {
 				continue
 			}
-			var a Attempt
-			if err := json.Unmarshal(m.Data(), &a); err != nil || a.DeliveryID == "" {
-				l.log.Warn("skipping an unreadable delivery log record", "subject", m.Subject(), "seq", md.Sequence.Stream)
-				continue
-			}
-			if keep == nil || keep(&a) {
-				out = append(out, seqAttempt{seq: md.Sequence.Stream, a: a})
+			idx := uint64(0)
+			for line := range bytes.Lines(m.Data()) {
+				idx++
+				var a Attempt
+				if err := json.Unmarshal(line, &a); err != nil || a.DeliveryID == "" {
+					l.log.Warn("skipping an unreadable delivery log record", "subject", m.Subject(), "seq", md.Sequence.Stream)
+					continue
+				}
+				if keep == nil || keep(&a) {
+					// The position orders attempts within a batch too.
+					out = append(out, seqAttempt{seq: md.Sequence.Stream<<16 | idx, a: a})
+				}
 			}
 		}
 		if err := batch.Error(); err != nil {

@@ -104,9 +104,10 @@ func Snippet(body []byte) string {
 }
 
 // Record logs a for every instance to see. It never blocks on the
-// server: the record is published asynchronously, and dropped (counted,
-// and logged at most once a minute) when the stream is not set up or
-// MaxPending records already await acknowledgement.
+// server: the attempt joins its webhook's batch, published within
+// FlushInterval (at once when the batch is full) asynchronously. It is
+// dropped (counted, and logged at most once a minute) when the stream is
+// not set up or MaxPending messages already await acknowledgement.
 func (l *Log) Record(a Attempt) {
 	if _, err := l.handle(); err != nil {
 		l.dropped("stream not ready", err)
@@ -122,18 +123,51 @@ func (l *Log) Record(a Attempt) {
 	if len(a.Response) > MaxResponseBytes {
 		a.Response = Snippet([]byte(a.Response))
 	}
-	data, err := json.Marshal(&a)
+	line, err := json.Marshal(&a)
 	if err != nil {
 		l.dropped("unencodable", err)
 		return
 	}
-	_, err = l.pub.PublishMsgAsync(&nats.Msg{Subject: l.subject(a.Workspace, a.WebhookID), Data: data},
-		jetstream.WithStallWait(time.Millisecond))
-	if err != nil {
-		l.dropped("backlog", err)
+	subj := l.subject(a.Workspace, a.WebhookID)
+	l.mu.Lock()
+	b := append(l.batches[subj], line...)
+	b = append(b, '\n')
+	n := l.counts[subj] + 1
+	if n >= l.cfg.MaxBatch {
+		delete(l.batches, subj)
+		delete(l.counts, subj)
+	} else {
+		l.batches[subj], l.counts[subj] = b, n
+	}
+	l.mu.Unlock()
+	if n >= l.cfg.MaxBatch {
+		l.publish(subj, b, n)
+	}
+}
+
+// publishAll publishes every pending batch.
+func (l *Log) publishAll() {
+	l.mu.Lock()
+	batches, counts := l.batches, l.counts
+	if len(batches) == 0 {
+		l.mu.Unlock()
 		return
 	}
-	l.metrics.records.Inc()
+	l.batches, l.counts = make(map[string][]byte, len(batches)), make(map[string]int, len(counts))
+	l.mu.Unlock()
+	for subj, b := range batches {
+		l.publish(subj, b, counts[subj])
+	}
+}
+
+func (l *Log) publish(subj string, data []byte, n int) {
+	if _, err := l.pub.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data}, jetstream.WithStallWait(time.Millisecond)); err != nil {
+		for range n {
+			l.dropped("backlog", err)
+		}
+		return
+	}
+	l.metrics.records.Add(float64(n))
 }
 
 func (l *Log) dropped(why string, err error) {
@@ -151,9 +185,11 @@ func (l *Log) dropped(why string, err error) {
 	}
 }
 
-// Flush waits until every record published so far is acknowledged, or
-// ctx ends: for shutdown, and for readers that must see their own writes.
+// Flush publishes the pending batches and waits until every record so
+// far is acknowledged, or ctx ends: for shutdown, and for readers that
+// must see their own writes.
 func (l *Log) Flush(ctx context.Context) error {
+	l.publishAll()
 	select {
 	case <-l.pub.PublishAsyncComplete():
 		return nil
