@@ -18,6 +18,7 @@ import (
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/health"
+	"github.com/webhookd/webhookd/registry/replay"
 )
 
 // Dispatcher runs the fan-out and delivery stages. Create it with New and
@@ -239,6 +240,12 @@ func (d *Dispatcher) Resend(ctx context.Context, ev events.Event, webhookID, tri
 		return fmt.Errorf("dispatcher: resend %s: %w", id, err)
 	}
 	return nil
+}
+
+// Replay queues one delivery of a replay (replay.Enqueuer): Resend with
+// the replay's trigger, deduplicated per replay.
+func (d *Dispatcher) Replay(ctx context.Context, r replay.Delivery) error {
+	return d.Resend(ctx, r.Event, r.WebhookID, "replay:"+r.ReplayID)
 }
 
 // ObserveHealth applies a health record written by any instance (pass it

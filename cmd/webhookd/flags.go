@@ -72,6 +72,7 @@ type options struct {
 	attemptsStream   string
 	attemptsPerHook  int
 	attemptRetention time.Duration
+	replayRate       float64
 	disableAfter     time.Duration
 	disableOnGone    bool
 	cbFailures       int
@@ -139,6 +140,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.attemptsStream, "delivery-log-stream", "WEBHOOKD_ATTEMPTS", "JetStream stream of the delivery log, every attempt of every delivery, shared by all instances (empty: no delivery log)")
 	fs.IntVar(&o.attemptsPerHook, "delivery-log-per-webhook", 1000, "delivery attempts kept per webhook, oldest dropped (1 to 100000)")
 	fs.DurationVar(&o.attemptRetention, "delivery-log-retention", 7*24*time.Hour, "how long a delivery attempt is kept in the delivery log")
+	fs.Float64Var(&o.replayRate, "replay-rate", 100, "deliveries per second one replay job queues at most")
 	fs.StringVar(&o.healthBucket, "health-bucket", "WEBHOOKD_HEALTH", "JetStream key-value bucket through which all instances share endpoint health and open circuits (empty: keep them local to this instance)")
 	fs.DurationVar(&o.disableAfter, "disable-after", 5*24*time.Hour, "disable a webhook whose deliveries have failed without a single success for this long (0: never)")
 	fs.BoolVar(&o.disableOnGone, "disable-on-gone", true, "disable a webhook whose receiver answers 410 Gone")
@@ -255,6 +257,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--failures-per-webhook must be 1 to 10000, got %d", o.failuresPerHook)
 	case o.failureRetention < time.Minute:
 		return fmt.Errorf("--failure-retention must be at least 1m, got %s", o.failureRetention)
+	case o.replayRate <= 0 || o.replayRate > 100000:
+		return fmt.Errorf("--replay-rate must be above 0 and at most 100000, got %g", o.replayRate)
 	case o.attemptsPerHook < 1 || o.attemptsPerHook > 100000:
 		return fmt.Errorf("--delivery-log-per-webhook must be 1 to 100000, got %d", o.attemptsPerHook)
 	case o.attemptRetention < time.Minute:

@@ -34,6 +34,7 @@ import (
 	"github.com/webhookd/webhookd/registry/deliverylog"
 	"github.com/webhookd/webhookd/registry/failurelog"
 	"github.com/webhookd/webhookd/registry/health"
+	"github.com/webhookd/webhookd/registry/replay"
 	"github.com/webhookd/webhookd/registry/replica"
 	"github.com/webhookd/webhookd/registry/ssrf"
 )
@@ -298,6 +299,24 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		return err
 	}
 
+	// Replays re-deliver what the events stream still holds; their jobs
+	// are shared like the registry, so any instance reports (and takes
+	// over) any job. A replay of failed deliveries needs the delivery log.
+	var replays *replay.Manager
+	if o.registryBucket != "" && dlog != nil {
+		rjs, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		replays, err = replay.New(replay.Config{JetStream: rjs, Replicas: o.replicas, EventStream: o.eventsStream,
+			Decoder:  events.Decoder{Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxBytes: o.maxEventBytes},
+			Webhooks: store.Index(), Enqueuer: disp, Failed: dlog, Rate: o.replayRate,
+			Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+	}
+
 	// 5. HTTP API.
 	proxies, err := api.ParseTrustedProxies(o.trustedProxies) // validated with the flags
 	if err != nil {
@@ -308,7 +327,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		Keys:           api.KeySet{Static: staticKeys, Shared: sharedKeysOf(sharedKeys), Bootstrap: bootstrapKeys},
 		TrustedProxies: proxies, ForwardedHeader: o.fwdHeader,
 		Events:     publisher,
-		Deliveries: deliveriesOf(dlog), Resend: disp,
+		Deliveries: deliveriesOf(dlog), Resend: disp, Replays: replaysOf(replays),
 		Finder: events.Finder{JetStream: pubJS, Stream: o.eventsStream,
 			Decoder: events.Decoder{Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxBytes: o.maxEventBytes}},
 		Warnings: func() []string {
@@ -372,6 +391,9 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	if dlog != nil {
 		wg.Go(func() { _ = dlog.Run(dispCtx) })
 	}
+	if replays != nil {
+		wg.Go(func() { _ = replays.Run(dispCtx) })
+	}
 	if flog != nil {
 		wg.Go(func() { _ = flog.Run(dispCtx) })
 		wg.Go(func() { flog.Import(dispCtx, store) })
@@ -416,6 +438,13 @@ func attemptsOf(l *deliverylog.Log) dispatcher.AttemptLog {
 		return nil
 	}
 	return l
+}
+
+func replaysOf(m *replay.Manager) api.Replayer {
+	if m == nil {
+		return nil
+	}
+	return m
 }
 
 func deliveriesOf(l *deliverylog.Log) api.DeliveryLog {

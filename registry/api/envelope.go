@@ -31,6 +31,7 @@ const (
 	codeTestUnavailable       = "TEST_UNAVAILABLE"
 	codeDeliveriesUnavailable = "DELIVERIES_UNAVAILABLE"
 	codeEventExpired          = "EVENT_EXPIRED"
+	codeReplayUnavailable     = "REPLAY_UNAVAILABLE"
 )
 
 // apiError is an error that already knows how it looks on the wire. Handlers

@@ -99,6 +99,9 @@ type Config struct {
 	// Resend queues delivery retries (dispatcher.Dispatcher). Nil, or a
 	// nil Finder, makes the delivery retry route answer 501.
 	Resend Resender
+	// Replays runs the replay routes (replay.Manager). Nil makes them
+	// answer 501 REPLAY_UNAVAILABLE.
+	Replays Replayer
 	// MaxBodyBytes caps request bodies; 0 means 1 MiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds Run's graceful shutdown; 0 means 10s.
@@ -131,6 +134,7 @@ type Server struct {
 	deliveries      DeliveryLog
 	finder          EventFinder
 	resend          Resender
+	replays         Replayer
 	maxBodyBytes    int64
 	shutdownTimeout time.Duration
 
@@ -181,6 +185,7 @@ func New(cfg Config) (*Server, error) {
 		deliveries:      cfg.Deliveries,
 		finder:          cfg.Finder,
 		resend:          cfg.Resend,
+		replays:         cfg.Replays,
 		testLimits:      newTestLimiter(),
 		maxBodyBytes:    cfg.MaxBodyBytes,
 		shutdownTimeout: cfg.ShutdownTimeout,
@@ -240,6 +245,9 @@ func (s *Server) routeTable() []route {
 		{http.MethodGet, "/api/webhook/{id}/deliveries", true, s.listDeliveries},
 		{http.MethodGet, "/api/webhook/{id}/deliveries/{deliveryId}", true, s.getDelivery},
 		{http.MethodPost, "/api/webhook/{id}/deliveries/{deliveryId}/retry", true, s.retryDelivery},
+		{http.MethodPost, "/api/webhook/{id}/replay", true, s.startReplay},
+		{http.MethodGet, "/api/replays/{id}", true, s.getReplay},
+		{http.MethodDelete, "/api/replays/{id}", true, s.cancelReplay},
 		{http.MethodPost, "/api/events", true, s.publishEvent},
 		{http.MethodGet, "/api/events/{eventId}", true, s.getEvent},
 		{http.MethodGet, "/healthz", false, s.healthz},

@@ -142,9 +142,9 @@ func TestDeliveriesFoldAttemptsNewestFirst(t *testing.T) {
 	if err != nil || len(ev) != 1 || ev[0].WebhookID != "wh_b" {
 		t.Errorf("EventDeliveries(ev-d4) = %+v, %v", ev, err)
 	}
-	failed, err := l.FailedDeliveries(ctx, "ws", "wh_a")
-	if err != nil || len(failed) != 1 || !failed["d3"] {
-		t.Errorf("FailedDeliveries = %v, %v", failed, err)
+	failed, err := l.FailedEventIDs(ctx, "ws", "wh_a")
+	if err != nil || len(failed) != 1 || !failed["ev-d3"] {
+		t.Errorf("FailedEventIDs = %v, %v", failed, err)
 	}
 }
 

@@ -112,9 +112,10 @@ func (l *Log) Delivery(ctx context.Context, workspace, webhookID, deliveryID str
 	return Delivery{}, fmt.Errorf("delivery %s of webhook %s: %w", deliveryID, webhookID, registry.ErrNotFound)
 }
 
-// FailedDeliveries is the set of the webhook's deliveries whose newest
-// attempt left them failed.
-func (l *Log) FailedDeliveries(ctx context.Context, workspace, webhookID string) (map[string]bool, error) {
+// FailedEventIDs is the set of events whose delivery to the webhook is
+// failed now (its newest attempt left it failed): what a replay of
+// failed deliveries re-delivers (replay.FailedSource).
+func (l *Log) FailedEventIDs(ctx context.Context, workspace, webhookID string) (map[string]bool, error) {
 	ds, err := l.webhook(ctx, workspace, webhookID)
 	if err != nil {
 		return nil, err
@@ -122,7 +123,7 @@ func (l *Log) FailedDeliveries(ctx context.Context, workspace, webhookID string)
 	failed := make(map[string]bool)
 	for _, d := range ds {
 		if d.State == Failed {
-			failed[d.ID] = true
+			failed[d.EventID] = true
 		}
 	}
 	return failed, nil
