@@ -97,6 +97,7 @@
 //	                        409  ... or the failure's event body was not kept
 //	TEST_UNAVAILABLE        501  test event requested but this server has no Tester
 //	DELIVERIES_UNAVAILABLE  501  delivery log route but this server keeps no delivery log
+//	REPLAY_UNAVAILABLE      501  replay route but this server runs no replays
 //	EVENT_EXPIRED           409  delivery retry of an event no longer in the events stream, with no failure record
 //	NOT_READY               503  /readyz while not ready (details.reason)
 //	REGISTRY_UNAVAILABLE    503  a write while the shared registry (NATS) is unreachable; nothing changed
