@@ -117,3 +117,19 @@ func (s Subjects) IsOperational(subject string) bool {
 	_, typ, ok := strings.Cut(subject[len(p)+1:], ".")
 	return ok && strings.HasPrefix(typ, opFamily)
 }
+
+// ValidToken reports whether s is one literal subject token. Ids that
+// become tokens of webhookd's own subjects (webhook ids, workspaces) are
+// checked with it, so that an id like "*" or "a.b" never reaches a filter,
+// where it would read other ids' messages.
+func ValidToken(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
+			return false
+		}
+	}
+	return true
+}

@@ -46,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
 )
 
@@ -166,7 +167,7 @@ func New(cfg Config) (*Log, error) {
 	switch {
 	case strings.ContainsAny(cfg.Stream, " .*>\t\r\n/\\"):
 		return nil, fmt.Errorf("deliverylog: Config.Stream %q must be a name without spaces, dots, wildcards or slashes", cfg.Stream)
-	case !validPrefix(cfg.SubjectPrefix):
+	case events.ValidatePrefix(cfg.SubjectPrefix) != nil:
 		return nil, fmt.Errorf("deliverylog: Config.SubjectPrefix %q must be dot-separated tokens without wildcards or spaces", cfg.SubjectPrefix)
 	case cfg.MaxPerWebhook < 0 || cfg.MaxPerWebhook > MaxPerWebhookLimit:
 		return nil, fmt.Errorf("deliverylog: Config.MaxPerWebhook must be 1 to %d, got %d", MaxPerWebhookLimit, cfg.MaxPerWebhook)
@@ -299,30 +300,4 @@ func (l *Log) setup(ctx context.Context) error {
 	l.stream = st
 	l.mu.Unlock()
 	return nil
-}
-
-func validPrefix(p string) bool {
-	if len(p) > 128 {
-		return false
-	}
-	for _, tok := range strings.Split(p, ".") {
-		if !validToken(tok) {
-			return false
-		}
-	}
-	return true
-}
-
-// validToken reports whether s is one literal subject token: workspace and
-// webhook ids become tokens, and an id like "*" must never reach a filter.
-func validToken(s string) bool {
-	if s == "" || len(s) > 255 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
-			return false
-		}
-	}
-	return true
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
 )
 
@@ -134,7 +135,7 @@ func (l *Log) FailedEventIDs(ctx context.Context, workspace, webhookID string) (
 // since (the event's publication, when the caller knows it); with more
 // than MaxScan of them, only the newest MaxScan or so are read.
 func (l *Log) EventDeliveries(ctx context.Context, workspace, eventID string, since time.Time) ([]Delivery, error) {
-	if !validToken(workspace) {
+	if !events.ValidToken(workspace) {
 		return nil, fmt.Errorf("deliverylog: workspace %q is not a subject token", workspace)
 	}
 	as, err := l.read(ctx, l.root+workspace+".*", since, l.cfg.MaxScan, func(a *Attempt) bool { return a.EventID == eventID })
@@ -148,7 +149,7 @@ func (l *Log) EventDeliveries(ctx context.Context, workspace, eventID string, si
 // It reads them all (MaxPerWebhook at most), so that every delivery it
 // returns has every attempt the log keeps.
 func (l *Log) webhook(ctx context.Context, workspace, webhookID string) ([]Delivery, error) {
-	if !validToken(workspace) || !validToken(webhookID) {
+	if !events.ValidToken(workspace) || !events.ValidToken(webhookID) {
 		return nil, fmt.Errorf("deliverylog: workspace %q, webhook %q: %w", workspace, webhookID, registry.ErrNotFound)
 	}
 	// The per-subject limit bounds this read; the cap guards against a

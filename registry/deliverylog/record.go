@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/webhookd/webhookd/events"
 )
 
 // State is a delivery's state.
@@ -113,7 +115,7 @@ func (l *Log) Record(a Attempt) {
 		l.dropped("stream not ready", err)
 		return
 	}
-	if !validToken(a.Workspace) || !validToken(a.WebhookID) {
+	if !events.ValidToken(a.Workspace) || !events.ValidToken(a.WebhookID) {
 		l.dropped("invalid ids", fmt.Errorf("workspace %q, webhook %q are not subject tokens", a.Workspace, a.WebhookID))
 		return
 	}

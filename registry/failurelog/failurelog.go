@@ -33,6 +33,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
 )
 
@@ -127,7 +128,7 @@ func New(cfg Config) (*Log, error) {
 	switch {
 	case strings.ContainsAny(cfg.Stream, " .*>\t\r\n/\\"):
 		return nil, fmt.Errorf("failurelog: Config.Stream %q must be a name without spaces, dots, wildcards or slashes", cfg.Stream)
-	case !validPrefix(cfg.SubjectPrefix):
+	case events.ValidatePrefix(cfg.SubjectPrefix) != nil:
 		return nil, fmt.Errorf("failurelog: Config.SubjectPrefix %q must be dot-separated tokens without wildcards or spaces", cfg.SubjectPrefix)
 	case cfg.MaxPerWebhook < 0 || cfg.MaxPerWebhook > MaxPerWebhookLimit:
 		return nil, fmt.Errorf("failurelog: Config.MaxPerWebhook must be 1 to %d, got %d", MaxPerWebhookLimit, cfg.MaxPerWebhook)
@@ -167,33 +168,6 @@ func New(cfg Config) (*Log, error) {
 		cfg: cfg, root: cfg.SubjectPrefix + ".failures.", log: lg.With("component", "failurelog"),
 		malformed: malformed, kick: make(chan struct{}, 1),
 	}, nil
-}
-
-func validPrefix(p string) bool {
-	if len(p) > 128 {
-		return false
-	}
-	for _, tok := range strings.Split(p, ".") {
-		if !validToken(tok) {
-			return false
-		}
-	}
-	return true
-}
-
-// validToken reports whether s is one literal subject token. Webhook ids
-// become tokens, so an id like "*" or "a.b" must never reach a filter:
-// it would read other webhooks' records.
-func validToken(s string) bool {
-	if s == "" || len(s) > 255 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
-			return false
-		}
-	}
-	return true
 }
 
 // Filter is the subject filter of the stream, <SubjectPrefix>.failures.*.

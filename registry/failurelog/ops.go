@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/registry"
 )
 
@@ -26,7 +27,7 @@ func (l *Log) RecordFailure(ctx context.Context, f registry.Failure) error {
 	if err != nil {
 		return err
 	}
-	if !validToken(f.WebhookID) {
+	if !events.ValidToken(f.WebhookID) {
 		return fmt.Errorf("failurelog: record failure %s: webhook id %q is not a subject token", f.ID, f.WebhookID)
 	}
 	if f.ID == "" {
@@ -83,7 +84,7 @@ func (l *Log) Failures(ctx context.Context, webhookID string, limit int) ([]regi
 	if limit <= 0 {
 		limit = defaultListLimit
 	}
-	if !validToken(webhookID) {
+	if !events.ValidToken(webhookID) {
 		return nil, nil
 	}
 	entries, err := l.scan(ctx, st, webhookID)
@@ -105,7 +106,7 @@ func (l *Log) Failure(ctx context.Context, webhookID, failureID string) (registr
 		return registry.Failure{}, err
 	}
 	notFound := fmt.Errorf("failurelog: failure %s of webhook %s: %w", failureID, webhookID, registry.ErrNotFound)
-	if !validToken(webhookID) {
+	if !events.ValidToken(webhookID) {
 		return registry.Failure{}, notFound
 	}
 	entries, err := l.scan(ctx, st, webhookID)
@@ -142,7 +143,7 @@ func (l *Log) DeleteFailure(ctx context.Context, webhookID, failureID string) er
 		return err
 	}
 	notFound := fmt.Errorf("failurelog: delete failure %s of webhook %s: %w", failureID, webhookID, registry.ErrNotFound)
-	if !validToken(webhookID) {
+	if !events.ValidToken(webhookID) {
 		return notFound
 	}
 	entries, err := l.scan(ctx, st, webhookID)
@@ -172,7 +173,7 @@ func (l *Log) Forget(ctx context.Context, webhookID string) error {
 	if err != nil {
 		return err
 	}
-	if !validToken(webhookID) {
+	if !events.ValidToken(webhookID) {
 		return nil
 	}
 	if err := st.Purge(ctx, jetstream.WithPurgeSubject(l.subject(webhookID))); err != nil {
