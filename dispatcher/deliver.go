@@ -283,7 +283,7 @@ func (d *Dispatcher) attempt(q queued, t *target, probe bool) attemptResult {
 	if j.FirstAttempt.IsZero() {
 		j.FirstAttempt = now
 	}
-	status, retryAfter, kind, snippet, err := d.post(t, &j, now)
+	status, retryAfter, kind, snippet, err := d.post(t, &j, now, d.cfg.Attempts != nil)
 	elapsed := time.Since(now)
 	res := attemptResult{kind: kind, status: status}
 	o := outcome{webhookID: j.WebhookID, workspace: j.Workspace, probe: probe, status: status}
@@ -338,8 +338,9 @@ func (d *Dispatcher) attempt(q queued, t *target, probe bool) attemptResult {
 }
 
 // post sends the signed request. Transport errors come back as a kind, with
-// status 0. With a delivery log, snippet is the start of the answer.
-func (d *Dispatcher) post(t *target, j *job, now time.Time) (status int, retryAfter time.Duration, kind errKind, snippet string, err error) {
+// status 0. With wantSnippet, snippet is the start of the answer when it
+// is text (deliverylog.Snippet).
+func (d *Dispatcher) post(t *target, j *job, now time.Time, wantSnippet bool) (status int, retryAfter time.Duration, kind errKind, snippet string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.DeliveryTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.wh.URL, bytes.NewReader(j.Body))
@@ -359,7 +360,7 @@ func (d *Dispatcher) post(t *target, j *job, now time.Time) (status int, retryAf
 	if err != nil {
 		return 0, 0, classify(err), "", scrub(err)
 	}
-	if d.cfg.Attempts != nil {
+	if wantSnippet {
 		var buf [deliverylog.MaxResponseBytes]byte
 		n, _ := io.ReadFull(resp.Body, buf[:])
 		snippet = deliverylog.Snippet(buf[:n])

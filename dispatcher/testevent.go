@@ -59,12 +59,13 @@ func (d *Dispatcher) SendTest(ctx context.Context, w registry.Webhook) (api.Test
 	}
 	// post bounds the attempt by DeliveryTimeout, as for real deliveries
 	// (it does not follow ctx: a caller going away costs at most that).
-	status, _, kind, _, err := d.post(&target{wh: &w, url: u, keys: keys}, &j, now)
+	status, _, kind, snippet, err := d.post(&target{wh: &w, url: u, keys: keys}, &j, now, true)
 	res := api.TestResult{
 		Delivered: kind == errNone && status >= 200 && status < 300,
 		Status:    status,
 		Duration:  time.Since(now),
 		MessageID: j.DeliveryID,
+		Response:  snippet,
 	}
 	switch {
 	case err != nil:

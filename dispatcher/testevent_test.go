@@ -133,16 +133,20 @@ func TestSendTest(t *testing.T) {
 		status    float64
 		errPrefix string
 		received  bool
+		body      string // the receiver's answer, shown back as response
 	}{
 		{name: "delivered", respond: 204, delivered: true, status: 204, received: true},
 		{name: "disabled webhook, after a rotation", respond: 200, rotate: true, disable: true, delivered: true, status: 200, received: true},
-		{name: "endpoint fails", respond: 503, status: 503, errPrefix: "5xx: HTTP 503", received: true},
+		{name: "endpoint fails", respond: 503, status: 503, errPrefix: "5xx: HTTP 503", received: true, body: "down for maintenance"},
 		{name: "SSRF guard refuses", guard: &ssrf.Guard{}, respond: 204, errPrefix: "blocked: "},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h, store := ownStore(t, tc.guard)
-			recv := newReceiver(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(tc.respond) })
+			recv := newReceiver(t, func(_ int, w http.ResponseWriter) {
+				w.WriteHeader(tc.respond)
+				_, _ = io.WriteString(w, tc.body)
+			})
 			w := createIn(t, store, recv.URL+"/hook?token=abc")
 			ctx := context.Background()
 			oldSecret := w.Secret
@@ -183,6 +187,9 @@ func TestSendTest(t *testing.T) {
 			if d["delivered"] != tc.delivered || d["status"] != tc.status || !strings.HasPrefix(d["error"].(string), tc.errPrefix) ||
 				(tc.errPrefix == "" && d["error"] != "") {
 				t.Fatalf("answer %s", raw)
+			}
+			if got, _ := d["response"].(string); got != tc.body {
+				t.Fatalf("response = %q, want %q", got, tc.body)
 			}
 			if strings.Contains(string(raw), "token=abc") {
 				t.Fatalf("the answer shows the URL: %s", raw)

@@ -34,6 +34,8 @@ type TestResult struct {
 	Error string
 	// MessageID is the webhook-id header the test was sent with.
 	MessageID string
+	// Response is the start of the answer's body (1 KiB), when it is text.
+	Response string
 }
 
 // testView is the answer of POST /api/webhook/{id}/test.
@@ -43,6 +45,7 @@ type testView struct {
 	DurationMs int64  `json:"durationMs"`
 	Error      string `json:"error"`
 	WebhookID  string `json:"webhookId"`
+	Response   string `json:"response,omitempty"`
 }
 
 // Test sends per webhook: one a second, bursts of five.
@@ -127,6 +130,6 @@ func (s *Server) testWebhook(w http.ResponseWriter, r *http.Request) error {
 		"request_id", requestID(r.Context()), "workspace", ws, "webhook_id", id,
 		"delivered", res.Delivered, "status", res.Status)
 	writeSuccess(w, testView{Delivered: res.Delivered, Status: res.Status, DurationMs: res.Duration.Milliseconds(),
-		Error: res.Error, WebhookID: res.MessageID}, "")
+		Error: res.Error, WebhookID: res.MessageID, Response: res.Response}, "")
 	return nil
 }
