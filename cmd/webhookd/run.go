@@ -31,6 +31,7 @@ import (
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/api"
 	"github.com/webhookd/webhookd/registry/apikeys"
+	"github.com/webhookd/webhookd/registry/console"
 	"github.com/webhookd/webhookd/registry/deliverylog"
 	"github.com/webhookd/webhookd/registry/failurelog"
 	"github.com/webhookd/webhookd/registry/health"
@@ -327,7 +328,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		Keys:           api.KeySet{Static: staticKeys, Shared: sharedKeysOf(sharedKeys), Bootstrap: bootstrapKeys},
 		TrustedProxies: proxies, ForwardedHeader: o.fwdHeader,
 		Events:     publisher,
-		Deliveries: deliveriesOf(dlog), Resend: disp, Replays: replaysOf(replays),
+		Deliveries: deliveriesOf(dlog), Resend: disp, Replays: replaysOf(replays), Console: console.Handler(),
 		Finder: events.Finder{JetStream: pubJS, Stream: o.eventsStream,
 			Decoder: events.Decoder{Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxBytes: o.maxEventBytes}},
 		Warnings: func() []string {

@@ -102,6 +102,9 @@ type Config struct {
 	// Replays runs the replay routes (replay.Manager). Nil makes them
 	// answer 501 REPLAY_UNAVAILABLE.
 	Replays Replayer
+	// Console, when set, serves the web console at GET / and
+	// /console/<file> (registry/console.Handler).
+	Console http.Handler
 	// MaxBodyBytes caps request bodies; 0 means 1 MiB.
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds Run's graceful shutdown; 0 means 10s.
@@ -135,6 +138,7 @@ type Server struct {
 	finder          EventFinder
 	resend          Resender
 	replays         Replayer
+	console         http.Handler
 	maxBodyBytes    int64
 	shutdownTimeout time.Duration
 
@@ -186,6 +190,7 @@ func New(cfg Config) (*Server, error) {
 		finder:          cfg.Finder,
 		resend:          cfg.Resend,
 		replays:         cfg.Replays,
+		console:         cfg.Console,
 		testLimits:      newTestLimiter(),
 		maxBodyBytes:    cfg.MaxBodyBytes,
 		shutdownTimeout: cfg.ShutdownTimeout,
