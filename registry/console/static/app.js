@@ -265,6 +265,7 @@ function followReplay(id) {
 function route() {
   if (!sessionStorage.getItem(KEY)) { show("signin"); $("api-key").focus(); return; }
   const m = location.hash.match(/^#\/endpoint\/(.+)$/);
+  if (m) notice(""); // a notice belongs to the page it was given on
   const go = m ? renderEndpoint(decodeURIComponent(m[1])) : renderEndpoints();
   go.catch((e) => notice(e.message, true));
 }
