@@ -122,7 +122,7 @@ func TestConsoleInABrowser(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		t.Fatalf("timed out waiting for %s (notice: %q)", what, eval(`document.getElementById("notice").textContent`))
+		t.Fatalf("timed out waiting for %s (notice: %q, replay: %q)", what, eval(`document.getElementById("notice").textContent`), eval(`document.getElementById("replay-progress").textContent`))
 	}
 	id := func(s string) chromedp.ID { return chromedp.ID(s) }
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
@@ -165,6 +165,9 @@ func TestConsoleInABrowser(t *testing.T) {
 	run("retry", chromedp.Click(css("#delivery-table tr[data-state=failed] button.retry")))
 	poll("the retried delivery to succeed", `(document.getElementById("refresh-deliveries").click(),
 		document.querySelectorAll("#delivery-table tr[data-state=succeeded]").length === 4)`)
+	// A replay of the last hour, followed to its end on the page.
+	run("replay", chromedp.Click(css("#replay-form button")))
+	poll("the replay to finish", `/: succeeded, 4 re-delivered of 4 matching/.test(document.getElementById("replay-progress").textContent)`)
 	// 6. Rotate the secret.
 	run("reveal", chromedp.Click(id("reveal-secret")))
 	poll("the secret", `document.getElementById("secret-value").textContent.startsWith("whsec_")`)

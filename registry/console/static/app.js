@@ -137,9 +137,8 @@ async function renderEndpoint(id) {
   $("edit-event-type").value = w.eventType;
   $("edit-workflow").value = w.workflowId || "";
   $("edit-description").value = w.description || "";
-  const now = new Date();
-  $("replay-until").value = localInput(now);
-  $("replay-since").value = localInput(new Date(now - 3600e3));
+  $("replay-until").value = "";
+  $("replay-since").value = localInput(new Date(Date.now() - 3600e3));
   await renderDeliveries();
 }
 
@@ -235,12 +234,11 @@ async function renderChart() {
 
 async function startReplay(ev) {
   ev.preventDefault();
-  const since = new Date($("replay-since").value), until = new Date($("replay-until").value);
+  const iso = (v) => new Date(v).toISOString().replace(/\.\d+Z$/, "Z");
+  const body = { since: iso($("replay-since").value), status: $("replay-status").value };
+  if ($("replay-until").value) body.until = iso($("replay-until").value);
   await act("Replay", async () => {
-    const env = await api("POST", path("/replay"), {
-      since: since.toISOString().replace(/\.\d+Z$/, "Z"), until: until.toISOString().replace(/\.\d+Z$/, "Z"),
-      status: $("replay-status").value,
-    });
+    const env = await api("POST", path("/replay"), body);
     followReplay(env.data.id);
   });
 }
