@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -361,9 +362,10 @@ func (d *Dispatcher) post(t *target, j *job, now time.Time, wantSnippet bool) (s
 		return 0, 0, classify(err), "", scrub(err)
 	}
 	if wantSnippet {
-		var buf [deliverylog.MaxResponseBytes]byte
+		buf := snippetBufs.Get().(*[deliverylog.MaxResponseBytes]byte)
 		n, _ := io.ReadFull(resp.Body, buf[:])
 		snippet = deliverylog.Snippet(buf[:n])
+		snippetBufs.Put(buf)
 	}
 	_ = transport.Drain(resp.Body, maxResponseBytes)
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
@@ -373,6 +375,10 @@ func (d *Dispatcher) post(t *target, j *job, now time.Time, wantSnippet bool) (s
 	}
 	return resp.StatusCode, retryAfter, errNone, snippet, nil
 }
+
+// snippetBufs holds the buffers answers' first bytes are read into: one
+// per attempt would be garbage on the delivery path.
+var snippetBufs = sync.Pool{New: func() any { return new([deliverylog.MaxResponseBytes]byte) }}
 
 // logAttempt hands one attempt to the delivery log, if there is one.
 func (d *Dispatcher) logAttempt(j *job, at time.Time, took time.Duration, status int, class string, err error,

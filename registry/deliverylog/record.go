@@ -2,7 +2,6 @@ package deliverylog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -125,14 +124,9 @@ func (l *Log) Record(a Attempt) {
 	if len(a.Response) > MaxResponseBytes {
 		a.Response = Snippet([]byte(a.Response))
 	}
-	line, err := json.Marshal(&a)
-	if err != nil {
-		l.dropped("unencodable", err)
-		return
-	}
 	subj := l.subject(a.Workspace, a.WebhookID)
 	l.mu.Lock()
-	b := append(l.batches[subj], line...)
+	b := appendAttempt(l.batches[subj], &a)
 	b = append(b, '\n')
 	n := l.counts[subj] + 1
 	if n >= l.cfg.MaxBatch {
