@@ -95,8 +95,8 @@ func parseConfig(args []string, stderr io.Writer) (Config, error) {
 	scen := fs.String("scenario", "", "comma-separated scenarios: "+strings.Join(presetNames(), ", ")+
 		" (default: "+strings.Join(standardScenarios, ",")+", subs1m scaled to 100k subscriptions)")
 	fs.IntVar(&c.Events, "events", 0, "events of the max-rate scenarios (single: 20000; fanoutN: 20000/N; subs1m: 10000)")
-	fs.Float64Var(&c.Rate, "rate", 0, "events/s of steady (1000), mixed and allhealthy (100), deadhostsN and its controls (100)")
-	fs.DurationVar(&c.Duration, "duration", 0, "length of steady (30s), mixed and allhealthy (15s), deadhostsN and its controls (60s)")
+	fs.Float64Var(&c.Rate, "rate", 0, "events/s of steady (1000), steady5k (5000), mixed and allhealthy (100), deadhostsN and its controls (100)")
+	fs.DurationVar(&c.Duration, "duration", 0, "length of steady and steady5k (30s), mixed and allhealthy (15s), deadhostsN and its controls (60s)")
 	fs.IntVar(&c.Revive, "revive", 0, "hanging hosts of deadhostsN that come back after publishing (0: the preset, all 50 of deadhosts50, 25 of deadhosts500)")
 	fs.DurationVar(&c.ReviveTimeout, "revive-timeout", defaultReviveTimeout, "stop waiting this long after the revival for the revived hosts to get every event")
 	fs.IntVar(&c.Subs, "subs", 0, "registered subscriptions in subs1m (1000000 when asked for by name, else 100000)")

@@ -101,6 +101,7 @@ func TestPlan(t *testing.T) {
 		{"fanout10", 2000, 10, 10, 10, 0, false, true, false},
 		{"fanout100", 200, 100, 100, 100, 0, false, true, false},
 		{"steady", 30000, 1, 1, 1, 1000, false, false, false},
+		{"steady5k", 150000, 1, 1, 1, 5000, false, false, false},
 		{"mixed", 1500, 20, 18, 20, 100, false, false, false},
 		{"subs1m", 10000, 3, 3, 1_000_000, 0, true, true, false},
 	}

@@ -103,6 +103,11 @@ var presets = map[string]preset{
 		s.Healthy, s.Subs = 1, 1
 		return s
 	}},
+	"steady5k": {about: "1 endpoint, 5000 events/s for 30 s (--rate, --duration)", build: func(c Config) Scenario {
+		s := paced("steady5k", c, 5000, 30*time.Second)
+		s.Healthy, s.Subs = 1, 1
+		return s
+	}},
 	"mixed": {about: "20 endpoints, 1 hangs and 1 answers 500 (10% unhealthy), 100 events/s for 15 s", build: func(c Config) Scenario {
 		s := paced("mixed", c, 100, 15*time.Second)
 		s.Healthy, s.Hanging, s.Failing, s.Subs = 18, 1, 1, 20

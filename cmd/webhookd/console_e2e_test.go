@@ -127,10 +127,11 @@ func TestConsoleInABrowser(t *testing.T) {
 	id := func(s string) chromedp.ID { return chromedp.ID(s) }
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
 
-	// 1. Sign in.
-	run("sign in", chromedp.Navigate(base+"/"), chromedp.WaitVisible(id("api-key")),
-		chromedp.SendKeys(id("api-key"), d.apiKey), chromedp.Click(css("#signin-form button")),
-		chromedp.WaitVisible(id("endpoints")))
+	// 1. Sign in with the keyboard alone: the key field has the focus on
+	// load, and Enter submits.
+	run("open", chromedp.Navigate(base+"/"), chromedp.WaitVisible(id("api-key")))
+	poll("the key field to have the focus", `document.activeElement === document.getElementById("api-key")`)
+	run("sign in", chromedp.KeyEvent(d.apiKey+"\r"), chromedp.WaitVisible(id("endpoints")))
 	// 2. Create an endpoint.
 	run("create", chromedp.SendKeys(id("new-url"), recv.URL+"/hook"),
 		chromedp.SetValue(id("new-event-type"), "workflowRun.completed"),
