@@ -7,20 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/webhookd/webhookd/events/natstest"
 )
 
 func TestFinder(t *testing.T) {
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := natstest.Client(t, natstest.JetStream(t))
 	ctx := context.Background()
 	subj := Subjects{Prefix: "events"}
 	if _, err := EnsureStream(ctx, js, StreamConfig{Name: "EV", Subjects: subj}); err != nil {

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/events/natstest"
 	"github.com/webhookd/webhookd/registry/deliverylog"
@@ -26,13 +23,7 @@ func (r *recordingResender) Resend(_ context.Context, ev events.Event, webhookID
 // TestDeliveryRoutes: the delivery log's routes with a real log on an
 // in-process NATS server, each status and error code.
 func TestDeliveryRoutes(t *testing.T) {
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := natstest.Client(t, natstest.JetStream(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := events.EnsureStream(ctx, js, events.StreamConfig{Name: "EV", Subjects: events.Subjects{Prefix: "events"}}); err != nil {

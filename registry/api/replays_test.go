@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/events/natstest"
 	"github.com/webhookd/webhookd/registry/replay"
@@ -34,13 +31,7 @@ func (e enqueued) Replay(_ context.Context, d replay.Delivery) error {
 // TestReplayRoutes: the replay routes over a real replay.Manager on an
 // in-process NATS server, each status and error code.
 func TestReplayRoutes(t *testing.T) {
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := natstest.Client(t, natstest.JetStream(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	subj := events.Subjects{Prefix: "events"}

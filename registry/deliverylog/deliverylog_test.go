@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -19,17 +17,7 @@ import (
 
 func newLog(t *testing.T, cfg Config) *Log {
 	t.Helper()
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.JetStream = js
+	_, cfg.JetStream = natstest.Client(t, natstest.JetStream(t))
 	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -219,10 +207,7 @@ func FuzzSnippet(f *testing.F) {
 }
 
 func TestNewValidates(t *testing.T) {
-	ns := natstest.JetStream(t)
-	nc, _ := nats.Connect(ns.ClientURL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := natstest.Client(t, natstest.JetStream(t))
 	for _, cfg := range []Config{
 		{},
 		{JetStream: js, Stream: "a.b"},

@@ -71,13 +71,7 @@ func TestBucketByteLimit(t *testing.T) {
 // watch's echo of an earlier write, arriving after it, must not put the
 // older record back (nor must an echo resurrect a record just reset).
 func TestLateEchoDoesNotRollBack(t *testing.T) {
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := natstest.Client(t, natstest.JetStream(t))
 	s, err := New(Config{JetStream: js, Bucket: "H_ECHO", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
