@@ -308,7 +308,7 @@ func (d *Dispatcher) attempt(q queued, t *target, probe bool) attemptResult {
 		if err := q.msg.Ack(); err != nil {
 			d.log.Warn("ack delivered job", "webhook", j.WebhookID, "delivery", j.DeliveryID, "err", err)
 		}
-		d.logAttempt(&j, now, elapsed, status, "", nil, snippet, deliverylog.Succeeded, time.Time{}, "")
+		d.logAttempt(&j, now, elapsed, status, "", snippet, deliverylog.Succeeded, time.Time{}, "")
 		return res
 	}
 
@@ -328,11 +328,11 @@ func (d *Dispatcher) attempt(q queued, t *target, probe bool) attemptResult {
 	d.log.Debug("delivery attempt failed", "webhook", j.WebhookID, "delivery", j.DeliveryID,
 		"attempt", j.Attempt, "status_class", class, "retry", dec.Retry, "delay", dec.Delay)
 	if dec.Retry {
-		d.logAttempt(&j, now, elapsed, status, class, err, snippet, deliverylog.Retrying, time.Now().Add(dec.Delay), "")
+		d.logAttempt(&j, now, elapsed, status, class, snippet, deliverylog.Retrying, time.Now().Add(dec.Delay), "")
 		d.scheduleRetry(q.msg, j, dec.Delay)
 		return res
 	}
-	d.logAttempt(&j, now, elapsed, status, class, err, snippet, deliverylog.Failed, time.Time{}, dec.Reason)
+	d.logAttempt(&j, now, elapsed, status, class, snippet, deliverylog.Failed, time.Time{}, dec.Reason)
 	j.logged = true
 	d.giveUp(q.msg, j, dec.Reason)
 	return res
@@ -380,8 +380,9 @@ func (d *Dispatcher) post(t *target, j *job, now time.Time, wantSnippet bool) (s
 // per attempt would be garbage on the delivery path.
 var snippetBufs = sync.Pool{New: func() any { return new([deliverylog.MaxResponseBytes]byte) }}
 
-// logAttempt hands one attempt to the delivery log, if there is one.
-func (d *Dispatcher) logAttempt(j *job, at time.Time, took time.Duration, status int, class string, err error,
+// logAttempt hands one attempt to the delivery log, if there is one. A
+// failed attempt (class set) has its error in j.LastError already.
+func (d *Dispatcher) logAttempt(j *job, at time.Time, took time.Duration, status int, class string,
 	snippet string, state deliverylog.State, next time.Time, reason string) {
 	if d.cfg.Attempts == nil {
 		return
@@ -392,10 +393,8 @@ func (d *Dispatcher) logAttempt(j *job, at time.Time, took time.Duration, status
 		Status: status, ErrorClass: class, Response: snippet, State: state, NextAttemptAt: next, Reason: reason,
 		Trigger: j.Trigger,
 	}
-	if err != nil {
-		a.Error = err.Error()
-	} else if class != "" {
-		a.Error = "HTTP " + strconv.Itoa(status)
+	if class != "" {
+		a.Error = j.LastError
 	}
 	d.cfg.Attempts.Record(a)
 }

@@ -157,6 +157,23 @@ func checkJSONBody(w http.ResponseWriter, r *http.Request, maxBytes int64) (io.R
 	return checkBody(w, r, maxBytes, "application/json")
 }
 
+// readJSONBody is checkJSONBody, then the whole body: for handlers that
+// parse it from bytes. A body over maxBytes is 413 BODY_TOO_LARGE.
+func readJSONBody(w http.ResponseWriter, r *http.Request, maxBytes int64) ([]byte, error) {
+	body, err := checkJSONBody(w, r, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		if tooLarge := bodyTooLarge(err); tooLarge != nil {
+			return nil, tooLarge
+		}
+		return nil, invalidJSON("body could not be read")
+	}
+	return raw, nil
+}
+
 // checkBody is checkJSONBody accepting any of the media types (the first
 // is the one error messages name).
 func checkBody(w http.ResponseWriter, r *http.Request, maxBytes int64, mediaTypes ...string) (io.Reader, error) {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -67,16 +66,9 @@ func (s *Server) publishEvent(w http.ResponseWriter, r *http.Request) error {
 	if limit == 0 {
 		limit = events.DefaultMaxBytes
 	}
-	body, err := checkJSONBody(w, r, int64(limit))
+	raw, err := readJSONBody(w, r, int64(limit))
 	if err != nil {
 		return err
-	}
-	raw, err := io.ReadAll(body)
-	if err != nil {
-		if tooLarge := bodyTooLarge(err); tooLarge != nil {
-			return tooLarge
-		}
-		return invalidJSON("body could not be read")
 	}
 	ws := workspaceFrom(r.Context())
 	subject, data, err := buildEvent(s.eventDecoder, ws, raw)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -40,16 +39,9 @@ func (s *Server) startReplay(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, err := checkJSONBody(w, r, s.maxBodyBytes)
+	raw, err := readJSONBody(w, r, s.maxBodyBytes)
 	if err != nil {
 		return err
-	}
-	raw, err := io.ReadAll(body)
-	if err != nil {
-		if tooLarge := bodyTooLarge(err); tooLarge != nil {
-			return tooLarge
-		}
-		return invalidJSON("body could not be read")
 	}
 	req, err := decodeReplay(raw, time.Now())
 	if err != nil {

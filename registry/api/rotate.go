@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -60,16 +59,9 @@ func decodeRotate(body []byte) (time.Duration, error) {
 func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	grace := registry.DefaultRotationGrace
 	if r.ContentLength != 0 {
-		body, err := checkJSONBody(w, r, s.maxBodyBytes)
+		raw, err := readJSONBody(w, r, s.maxBodyBytes)
 		if err != nil {
 			return err
-		}
-		raw, err := io.ReadAll(body)
-		if err != nil {
-			if tooLarge := bodyTooLarge(err); tooLarge != nil {
-				return tooLarge
-			}
-			return invalidJSON("body could not be read")
 		}
 		if len(bytes.TrimSpace(raw)) > 0 {
 			if grace, err = decodeRotate(raw); err != nil {

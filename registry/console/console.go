@@ -36,7 +36,6 @@ func Handler() http.Handler {
 	if err != nil {
 		panic(err) // the embed above guarantees the directory
 	}
-	fileServer := http.FileServerFS(files)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", Policy)
@@ -52,23 +51,13 @@ func Handler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		if _, err := fs.Stat(files, name); err != nil {
+		// Served as content rather than through a file server, which
+		// would redirect /index.html to / and list directories.
+		data, err := fs.ReadFile(files, name)
+		if err != nil {
 			http.NotFound(w, r)
 			return
 		}
-		if name == "index.html" {
-			// The file server would redirect /index.html to /, and / to
-			// a listing: serve the page itself.
-			page, err := fs.ReadFile(files, name)
-			if err != nil {
-				http.NotFound(w, r)
-				return
-			}
-			http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(page))
-			return
-		}
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = "/" + name
-		fileServer.ServeHTTP(w, r2)
+		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(data))
 	})
 }

@@ -34,6 +34,7 @@
 package deliverylog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -197,8 +198,8 @@ func New(cfg Config) (*Log, error) {
 	l.pub, err = jetstream.New(cfg.JetStream.Conn(),
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
 		jetstream.WithPublishAsyncTimeout(30*time.Second),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
-			l.dropped("not stored", err)
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			l.dropped(bytes.Count(m.Data, []byte{'\n'}), "not stored", err) // one attempt a line
 		}))
 	if err != nil {
 		return nil, fmt.Errorf("deliverylog: jetstream: %w", err)

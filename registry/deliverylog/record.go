@@ -111,11 +111,11 @@ func Snippet(body []byte) string {
 // not set up or MaxPending messages already await acknowledgement.
 func (l *Log) Record(a Attempt) {
 	if _, err := l.handle(); err != nil {
-		l.dropped("stream not ready", err)
+		l.dropped(1, "stream not ready", err)
 		return
 	}
 	if !events.ValidToken(a.Workspace) || !events.ValidToken(a.WebhookID) {
-		l.dropped("invalid ids", fmt.Errorf("workspace %q, webhook %q are not subject tokens", a.Workspace, a.WebhookID))
+		l.dropped(1, "invalid ids", fmt.Errorf("workspace %q, webhook %q are not subject tokens", a.Workspace, a.WebhookID))
 		return
 	}
 	if len(a.Error) > maxErrorBytes {
@@ -158,16 +158,15 @@ func (l *Log) publishAll() {
 
 func (l *Log) publish(subj string, data []byte, n int) {
 	if _, err := l.pub.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data}, jetstream.WithStallWait(time.Millisecond)); err != nil {
-		for range n {
-			l.dropped("backlog", err)
-		}
+		l.dropped(n, "backlog", err)
 		return
 	}
 	l.metrics.records.Add(float64(n))
 }
 
-func (l *Log) dropped(why string, err error) {
-	l.metrics.dropped.Inc()
+// dropped counts n attempts not logged, and logs why at most once a minute.
+func (l *Log) dropped(n int, why string, err error) {
+	l.metrics.dropped.Add(float64(n))
 	now := time.Now()
 	l.mu.Lock()
 	warn := now.Sub(l.warned) >= time.Minute

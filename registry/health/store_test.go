@@ -45,17 +45,7 @@ func TestBucketByteLimit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- s.Run(ctx) }()
-			defer func() { cancel(); <-done }()
-			deadline := time.Now().Add(10 * time.Second)
-			for s.Ready() != nil {
-				if time.Now().After(deadline) {
-					t.Fatal("bucket not ready")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			ctx := run(t, s)
 			st, err := js.Stream(ctx, "KV_"+bucket)
 			if err != nil {
 				t.Fatal(err)
@@ -76,17 +66,7 @@ func TestLateEchoDoesNotRollBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Ready() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("bucket not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	ctx := run(t, s)
 	if err := s.Put(ctx, Record{WebhookID: "wh_1", State: Failing, ConsecutiveFailures: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -124,4 +104,22 @@ func TestLateEchoDoesNotRollBack(t *testing.T) {
 	if got := s.Health("wh_1"); got.ConsecutiveFailures != 1 {
 		t.Errorf("a write after the reset: %+v, want it", got)
 	}
+}
+
+// run drives s until the test ends and returns once its bucket is ready;
+// the context it returns ends with the test.
+func run(t *testing.T, s *Store) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("bucket not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return ctx
 }
