@@ -44,8 +44,10 @@ func ParseAPIKeys(spec string) ([]APIKey, error) {
 		if !ok {
 			return nil, fmt.Errorf("entry %d is not workspace:key", i+1)
 		}
-		if err := events.ValidateWorkspace(ws); err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i+1, err)
+		if events.ValidateWorkspace(ws) != nil {
+			// Not quoted: an entry written key:workspace would put the
+			// key here, and errors reach logs and terminals.
+			return nil, fmt.Errorf("entry %d: the workspace id must be 1 to 64 of letters, digits, '_' and '-'", i+1)
 		}
 		if len(key) < 16 {
 			return nil, fmt.Errorf("entry %d: key must be at least 16 characters", i+1)
