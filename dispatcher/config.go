@@ -175,6 +175,25 @@ type Config struct {
 	// MaxAckPending/4.
 	ProbationQueued int
 
+	// Direct delivery (see direct.go): a healthy webhook's first attempt
+	// is made straight from its event, with no job stored, while the event
+	// stays unacked. A delivery goes direct when its webhook's circuit is
+	// closed with no failures, its host answered within ProvenLatency
+	// lately, and the host's lane has room.
+
+	// DirectDeadline is how long an event waits for its direct deliveries:
+	// one still queued then is stored as a job, one still being attempted
+	// gets a stored continuation. Zero means 1s; negative turns direct
+	// delivery off (every delivery is stored as a job first).
+	DirectDeadline time.Duration
+	// DirectPerHost caps one host's direct deliveries not yet settled; its
+	// further deliveries are stored as jobs. Zero means 2*MaxConnsPerHost.
+	DirectPerHost int
+	// DirectMax caps direct deliveries not yet settled in this process, so
+	// they hold at most this share of the fan-out consumer's window of
+	// 4096 unacked events. Zero means 1024.
+	DirectMax int
+
 	// LaneIdle is how long a host's lane, and with it the host's standing
 	// (proven or not), outlives its last attempt. Zero means 1m.
 	LaneIdle time.Duration
@@ -264,6 +283,11 @@ func (c *Config) setDefaults() error {
 	if c.RegistrySyncRetry <= 0 {
 		c.RegistrySyncRetry = time.Second
 	}
+	if c.DirectDeadline == 0 {
+		c.DirectDeadline = time.Second
+	}
+	def(&c.DirectPerHost, 2*c.MaxConnsPerHost)
+	def(&c.DirectMax, fanoutAckPending/4)
 	if c.LaneIdle <= 0 {
 		c.LaneIdle = time.Minute
 	}
@@ -285,7 +309,8 @@ func (c *Config) setDefaults() error {
 		"Workers": c.Workers, "FetchBatch": c.FetchBatch, "MaxAckPending": c.MaxAckPending, "Replicas": c.Replicas,
 		"ProbationWorkers": c.ProbationWorkers, "ProbationConnsPerHost": c.ProbationConnsPerHost,
 		"ProbationHostQueue": c.ProbationHostQueue, "ProbationQueued": c.ProbationQueued,
-		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers, "MaxDeliveries": c.MaxDeliveries} {
+		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers, "MaxDeliveries": c.MaxDeliveries,
+		"DirectPerHost": c.DirectPerHost, "DirectMax": c.DirectMax} {
 		if v < 0 {
 			return fmt.Errorf("dispatcher: %s must not be negative", name)
 		}

@@ -46,7 +46,15 @@ type Dispatcher struct {
 	// background runs auto-disables; Run waits for them.
 	background sync.WaitGroup
 	targets    sync.Map // webhook id -> *target; pruned by Run (pruneTargets)
-	gate       gate     // closed while the deliveries stream is nearly full
+	// directs counts direct deliveries not yet settled (DirectMax);
+	// directTimers their deadlines not yet stopped or run, which Run
+	// waits for.
+	directs      atomic.Int64
+	directTimers sync.WaitGroup
+	// deliveries is the deliveries stream, set by setup: direct
+	// deliveries delete their continuations through it.
+	deliveries atomic.Pointer[jetstream.Stream]
+	gate       gate // closed while the deliveries stream is nearly full
 	stopping   atomic.Bool
 	ready      atomic.Bool
 	running    atomic.Bool
@@ -178,6 +186,7 @@ loop:
 	close(acks)
 	ackerDone.Wait()
 	d.workers.Wait()
+	d.directTimers.Wait()
 	d.background.Wait()
 	stopFlushing()
 	flusher.Wait()

@@ -25,6 +25,13 @@ type pendingEvent struct {
 	jobs, parked int
 	stage        string
 	failed       error // a publish that never left the client
+	// group, when some of the event's deliveries went direct, acks the
+	// event once they and the acker's part are all settled.
+	group *eventGroup
+	// redelivered: the event was handed out before (a crash, a hand-back),
+	// so its deliveries are stored as jobs, deduplicated against what the
+	// earlier round stored.
+	redelivered bool
 }
 
 // gate pauses fan-out while the deliveries stream is nearly full (see
@@ -142,7 +149,8 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 		}
 		return
 	}
-	p := pendingEvent{msg: msg, eventType: string(ev.Type), futures: make([]jetstream.PubAckFuture, 0, len(d.matchBuf)), stage: "fanout"}
+	p := pendingEvent{msg: msg, eventType: string(ev.Type), futures: make([]jetstream.PubAckFuture, 0, len(d.matchBuf)), stage: "fanout",
+		redelivered: meta.NumDelivered > 1}
 	// Healthy webhooks get their job on the healthy subject. The rest go
 	// into bundles: one message for all the webhooks that are new or
 	// failing (the probation consumer expands it at their pace), and one
@@ -160,7 +168,9 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 				soonest = at
 			}
 		case routeHealthy:
-			p.add(d.publishJob(ev, wh.ID, d.jobSubject(wh.ID)))
+			if !d.tryDirect(&p, ev, wh.ID) {
+				p.add(d.publishJob(ev, wh.ID, d.jobSubject(wh.ID)))
+			}
 			p.jobs++
 		default:
 			trial = append(trial, wh.ID)
@@ -298,6 +308,10 @@ func (d *Dispatcher) acker(acks <-chan pendingEvent) {
 			failed = d.recordUnstorable(unstored)
 		}
 		if failed != nil {
+			if p.group != nil {
+				p.group.release(failed) // hands the event back once its direct deliveries settled
+				continue
+			}
 			d.log.Warn("fan-out: job not stored, event handed back", "subject", p.msg.Subject(), "err", failed)
 			// Events are never given up, and come back within seconds;
 			// bundles and parked jobs count against MaxDeliveries.
@@ -317,6 +331,10 @@ func (d *Dispatcher) acker(acks <-chan pendingEvent) {
 			d.m.deferred.Add(float64(p.parked))
 		default:
 			d.m.parked.WithLabelValues(p.stage).Add(float64(p.parked))
+		}
+		if p.group != nil {
+			p.group.release(nil)
+			continue
 		}
 		if err := p.msg.Ack(); err != nil {
 			d.log.Error("fan-out: ack event", "subject", p.msg.Subject(), "err", err)

@@ -57,6 +57,9 @@ type lane struct {
 	// another instance.
 	reserved   int
 	reservedAt time.Time
+	// direct counts the host's direct deliveries not yet settled (see
+	// direct.go), bounded by Config.DirectPerHost.
+	direct atomic.Int32
 }
 
 // reserve reports whether a bundle may create a job for host now, and
@@ -240,6 +243,9 @@ func (d *Dispatcher) pruneLanes(now time.Time) {
 // run takes one queued job through its circuit, a worker pool and an
 // attempt.
 func (d *Dispatcher) run(q queued, l *lane) {
+	if dm, ok := q.msg.(*directMsg); ok && !dm.claim() {
+		return // stored as a job at its deadline
+	}
 	if d.stopping.Load() {
 		d.handBack(q.msg, shutdownHandBack)
 		return

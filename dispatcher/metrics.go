@@ -33,6 +33,8 @@ type metrics struct {
 	syncWait        prometheus.Histogram
 	syncFailed      prometheus.Counter
 	fanoutPaused    prometheus.Gauge
+	direct          prometheus.Counter
+	directStored    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -98,8 +100,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, to := range []string{"open", "half_open", "closed"} {
 		m.transitions.WithLabelValues(to)
 	}
+	m.direct = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns,
+		Name: "deliveries_direct_total", Help: "Deliveries whose first attempt fan-out handed straight to its lane, with no job stored (healthy webhooks on quick hosts)."})
+	m.directStored = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+		Name: "deliveries_direct_stored_total", Help: "Direct deliveries that had to be stored after all, by reason: queued (still waiting in its lane at the deadline), attempting (attempt past the deadline: a continuation), handed_back."},
+		[]string{"reason"})
 	for _, st := range []string{"fanout", "delivery"} {
 		m.parked.WithLabelValues(st)
+	}
+	for _, r := range []string{"queued", "attempting", "handed_back"} {
+		m.directStored.WithLabelValues(r)
 	}
 	for _, r := range []string{"failing", "gone"} {
 		m.autoDisabled.WithLabelValues(r)
@@ -133,7 +143,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.eventsReceived, m.eventsRejected, m.jobsCreated, m.attempts,
 		m.attemptDuration, m.latency, m.failed, m.dropped, m.deferred, m.inflight, m.pendingRetry, m.backlog,
-		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation, m.fresh, m.syncWait, m.syncFailed, m.fanoutPaused} {
+		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation, m.fresh, m.syncWait, m.syncFailed, m.fanoutPaused,
+		m.direct, m.directStored} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatcher: register metrics: %w", err)
 		}

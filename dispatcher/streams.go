@@ -48,7 +48,7 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del, trial jetstream.Consu
 	}
 	evName := evCfg.Name
 	root := d.cfg.DeliveriesSubject
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	deliveries, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        d.cfg.DeliveriesStream,
 		Description: "webhookd delivery jobs and scheduled retries",
 		Subjects:    []string{root + ".job.>", root + ".sched.>"},
@@ -71,6 +71,7 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del, trial jetstream.Consu
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("dispatcher: deliveries stream %s (message schedules need nats-server >= 2.12): %w", d.cfg.DeliveriesStream, err)
 	}
+	d.deliveries.Store(&deliveries)
 	// MaxDeliver stays unbounded on all three consumers. Events are never
 	// given up; jobs are, after Config.MaxDeliveries, by the dispatcher
 	// itself (see receive), which records them first. A server-side bound
@@ -81,7 +82,7 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del, trial jetstream.Consu
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		MaxDeliver:    -1,
-		MaxAckPending: 4096,
+		MaxAckPending: fanoutAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		FilterSubject: evCfg.Subjects.Filter(),
 	})
