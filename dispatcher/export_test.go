@@ -48,3 +48,12 @@ func (d *Dispatcher) Target(id string) bool {
 
 // PruneTargets runs the prune Run runs every 30 s.
 func (d *Dispatcher) PruneTargets() { d.pruneTargets() }
+
+// Proven reports whether the lane of host (host:port) counts as proven,
+// so tests can wait for a warm-up delivery to have made it so.
+func (d *Dispatcher) Proven(host string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.lanes[host]
+	return l != nil && l.proven.Load()
+}

@@ -55,37 +55,53 @@ func (l *ledger) check(t *testing.T) {
 
 // TestCrashAfter2xxBeforeAck: the process dies right after a receiver
 // answered 2xx and before the ack; after a restart the delivery comes
-// again with the same webhook-id and body.
+// again with the same webhook-id and body. Both ways a delivery travels
+// are covered: a new webhook's first delivery is stored as a job first; a
+// healthy webhook's is made direct from its event, which stays unacked.
 func TestCrashAfter2xxBeforeAck(t *testing.T) {
-	d := newDaemon(t)
-	d.env = []string{faultEnv + "=1"}
-	d.start()
-	l := newLedger()
-	recv := httptest.NewServer(http.HandlerFunc(l.handler))
-	defer recv.Close()
-	subscribe(t, d, l, recv.URL, 1)
-	publishEvents(t, d.natsURL(), 1)
-	select {
-	case <-d.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("fault hook did not fire")
+	for _, tc := range []struct {
+		name string
+		warm int // events delivered before the one the crash follows
+	}{
+		{"stored job", 0},
+		{"direct delivery", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDaemon(t)
+			d.env = []string{faultEnv + "=" + strconv.Itoa(tc.warm+1)}
+			d.start()
+			l := newLedger()
+			recv := httptest.NewServer(http.HandlerFunc(l.handler))
+			defer recv.Close()
+			subscribe(t, d, l, recv.URL, 1)
+			if tc.warm > 0 {
+				publishEvents(t, d.natsURL(), tc.warm)
+				waitUntil(t, 30*time.Second, "warm-up deliveries", func() bool { return l.unique() >= tc.warm })
+			}
+			publishEventsFrom(t, d.natsURL(), tc.warm, 1)
+			select {
+			case <-d.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatal("fault hook did not fire")
+			}
+			if code := d.cmd.ProcessState.ExitCode(); code != 3 {
+				t.Fatalf("exit code %d, want the fault hook's 3", code)
+			}
+			if l.unique() != tc.warm+1 {
+				t.Fatalf("receiver saw %d deliveries before the crash, want %d", l.unique(), tc.warm+1)
+			}
+			d.env = nil
+			restart := time.Now()
+			d.start()
+			waitUntil(t, 60*time.Second, "redelivery", func() bool {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				return l.dups >= 1
+			})
+			t.Logf("crash between 2xx and ack: redelivered %s after restart with the same webhook-id", time.Since(restart).Round(time.Millisecond))
+			l.check(t)
+		})
 	}
-	if code := d.cmd.ProcessState.ExitCode(); code != 3 {
-		t.Fatalf("exit code %d, want the fault hook's 3", code)
-	}
-	if l.unique() != 1 {
-		t.Fatalf("receiver saw %d deliveries before the crash", l.unique())
-	}
-	d.env = nil
-	restart := time.Now()
-	d.start()
-	waitUntil(t, 60*time.Second, "redelivery", func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.dups >= 1
-	})
-	t.Logf("crash between 2xx and ack: redelivered %s after restart with the same webhook-id", time.Since(restart).Round(time.Millisecond))
-	l.check(t)
 }
 
 // TestKill9ThreeTimes: three kill -9 at random points of a 5,000 × 5 burst;
