@@ -6,6 +6,7 @@
 package transport
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -106,37 +107,57 @@ func NewClient(cfg Config) (*http.Client, error) {
 		// let a small gzip bomb expand past MaxResponseBytes' intent.
 		DisableCompression: true,
 	}
+	// The transport bounds each attempt itself (limitTransport.timeout):
+	// http.Client.Timeout, with a RoundTripper that is not net/http's
+	// own, costs a goroutine and a timer per request.
 	return &http.Client{
-		Transport: &limitTransport{base: tr, limit: cfg.MaxResponseBytes},
+		Transport: &limitTransport{base: tr, limit: cfg.MaxResponseBytes, timeout: cfg.Timeout, h1: &h1Transport{
+			dial: dialer.DialContext, maxConns: cfg.MaxConnsPerHost, maxHeader: maxResponseHeaderBytes, idleTimeout: idleConnTimeout,
+		}},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
-		Timeout: cfg.Timeout,
 	}, nil
 }
 
-// limitTransport caps what can be read from every response body.
+// limitTransport caps what can be read from every response body, and how
+// long a request may take, its body's reading included. Plain-http
+// requests go through h1, the rest through base.
 type limitTransport struct {
-	base  *http.Transport
-	limit int64
+	base    *http.Transport
+	h1      *h1Transport
+	limit   int64
+	timeout time.Duration
 }
 
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
+	ctx, cancel := context.WithTimeout(req.Context(), t.timeout)
+	var rt http.RoundTripper = t.base
+	if t.h1 != nil && t.h1.handles(req) {
+		rt = t.h1
+	}
+	resp, err := rt.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	resp.Body = &limitedBody{rc: resp.Body, left: t.limit}
+	resp.Body = &limitedBody{rc: resp.Body, left: t.limit, cancel: cancel}
 	return resp, nil
 }
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the
 // underlying transport.
-func (t *limitTransport) CloseIdleConnections() { t.base.CloseIdleConnections() }
+func (t *limitTransport) CloseIdleConnections() {
+	t.base.CloseIdleConnections()
+	if t.h1 != nil {
+		t.h1.CloseIdleConnections()
+	}
+}
 
 type limitedBody struct {
-	rc   io.ReadCloser
-	left int64
+	rc     io.ReadCloser
+	left   int64
+	cancel context.CancelFunc // ends the request's time limit
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -151,7 +172,11 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *limitedBody) Close() error { return b.rc.Close() }
+func (b *limitedBody) Close() error {
+	err := b.rc.Close()
+	b.cancel()
+	return err
+}
 
 // Drain reads and discards at most limit bytes of body, then closes it.
 // Reading a short body to its end lets the connection be reused; a longer

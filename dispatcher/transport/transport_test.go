@@ -49,8 +49,9 @@ func TestNewClientSettings(t *testing.T) {
 	c := newClient(t, Config{Timeout: 2 * time.Second, MaxConnsPerHost: 7, RootCAs: pool})
 	tr := c.Transport.(*limitTransport).base
 	switch {
-	case c.Timeout != 2*time.Second:
-		t.Errorf("Client.Timeout = %s", c.Timeout)
+	case c.Timeout != 0 || c.Transport.(*limitTransport).timeout != 2*time.Second:
+		t.Errorf("Client.Timeout = %s, transport's = %s: the transport bounds requests, the client must not (a goroutine each)",
+			c.Timeout, c.Transport.(*limitTransport).timeout)
 	case tr.Proxy != nil:
 		t.Error("Proxy must be nil so no environment proxy bypasses the guard")
 	case !tr.DisableCompression:
@@ -67,7 +68,7 @@ func TestNewClientSettings(t *testing.T) {
 		t.Error("TLS config must carry RootCAs and MinVersion TLS 1.2")
 	}
 	d := newClient(t, Config{})
-	if d.Timeout != DefaultTimeout || d.Transport.(*limitTransport).limit != DefaultMaxResponseBytes ||
+	if d.Transport.(*limitTransport).timeout != DefaultTimeout || d.Transport.(*limitTransport).limit != DefaultMaxResponseBytes ||
 		d.Transport.(*limitTransport).base.MaxConnsPerHost != DefaultMaxConnsPerHost {
 		t.Errorf("zero Config did not get the defaults")
 	}
