@@ -108,3 +108,20 @@ func BenchmarkOpen(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGet is the dispatcher's lookup of a job's webhook by id, for a
+// webhook it holds (its target cache does).
+func BenchmarkGet(b *testing.B) {
+	all := synthetic(1_000_000)
+	ix := newIndex()
+	ix.bulkLoad(all)
+	id := all[len(all)/2].ID
+	held, _ := ix.Get(id)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if w, _ := ix.Get(id); w != held {
+			b.Fatal("another pointer")
+		}
+	}
+}

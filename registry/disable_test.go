@@ -207,8 +207,12 @@ func TestIndexReplaceKeepsMatchFree(t *testing.T) {
 		if got := order(); got != st.want {
 			t.Fatalf("%s: match order %q, want %q", st.name, got, st.want)
 		}
-		if got, ok := ix.Get(w.ID); !ok || got != &w {
+		got, ok := ix.Get(w.ID)
+		if !ok || *got != w {
 			t.Fatalf("%s: Get does not return the new webhook", st.name)
+		}
+		if again, _ := ix.Get(w.ID); again != got {
+			t.Fatalf("%s: Get of an unchanged webhook returned another pointer", st.name)
 		}
 		if ix.disabledLen() != st.disabled || ix.Len() != 3 {
 			t.Fatalf("%s: disabled %d, len %d", st.name, ix.disabledLen(), ix.Len())

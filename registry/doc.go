@@ -18,9 +18,19 @@
 //
 // The Index is rebuilt from bbolt at Open and updated by every write
 // through the Store. Readers never lock: the index is split into
-// copy-on-write shards of plain maps behind atomic pointers, and a writer
-// publishes a modified copy of the one shard it changes, so a lookup costs
-// the same at a thousand subscriptions as at a million.
+// copy-on-write shards behind atomic pointers, and a writer publishes a
+// modified copy of the one shard it changes, so a lookup costs the same
+// at a thousand subscriptions as at a million.
+//
+// Nothing in it is a pointer per subscription: each webhook is a packed
+// record in an append-only byte arena (arena.go, record.go), and the
+// shards are sorted arrays of (packed id, slot) and (match key hash,
+// slot). The GC has next to nothing to mark, and a subscription costs
+// about 130 bytes instead of about 470. The *Webhook that Get and Match
+// return is built from the record when first asked for and held through
+// a weak pointer, so it stays the same pointer while anyone holds it.
+// Replaced and deleted records stay in the arena until they outnumber the
+// live ones; then the next write compacts it (compact.go).
 //
 // # Sharing between instances
 //

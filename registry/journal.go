@@ -92,18 +92,21 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 	// deleted), so that later entries of a run see the earlier ones.
 	after := make(map[string]*Webhook)
 	var order []string
+	// gone marks, in after, a webhook this run deletes.
+	gone := new(Webhook)
 	// One transaction (one fsync) per run: the journal's watch applies
 	// changes in runs of up to thousands, which is what makes registration
 	// fast; callers do not need to batch further.
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		clear(after)
 		order = order[:0]
-		current := func(id string) *Webhook {
+		// workspace is where id is stored as of the run's earlier
+		// entries; false when nowhere.
+		workspace := func(id string) (string, bool) {
 			if w, ok := after[id]; ok {
-				return w
+				return w.Workspace, w != gone
 			}
-			w, _ := s.ix.Get(id)
-			return w
+			return s.ix.workspaceOf(id)
 		}
 		set := func(id string, w *Webhook) {
 			if _, ok := after[id]; !ok {
@@ -116,7 +119,7 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 			if c.ID == "" {
 				continue
 			}
-			old := current(c.ID)
+			oldWS, had := workspace(c.ID)
 			if c.Value != nil && puts[i] == errSealedEntry {
 				continue // not ours to open: the copy stays as it was
 			}
@@ -125,8 +128,8 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 				if w == nil {
 					continue // bbolt and the index hold these bytes already
 				}
-				if old != nil && old.Workspace != w.Workspace {
-					if b := root.Bucket([]byte(old.Workspace)); b != nil {
+				if had && oldWS != w.Workspace {
+					if b := root.Bucket([]byte(oldWS)); b != nil {
 						if err := b.Delete([]byte(c.ID)); err != nil {
 							return err
 						}
@@ -142,10 +145,10 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 				set(c.ID, w)
 				continue
 			}
-			if old == nil {
+			if !had {
 				continue
 			}
-			if b := root.Bucket([]byte(old.Workspace)); b != nil {
+			if b := root.Bucket([]byte(oldWS)); b != nil {
 				if err := b.Delete([]byte(c.ID)); err != nil {
 					return err
 				}
@@ -153,7 +156,7 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 			if err := tx.Bucket(bucketFailures).DeleteBucket([]byte(c.ID)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 				return err
 			}
-			set(c.ID, nil)
+			set(c.ID, gone)
 		}
 		last := changes[len(changes)-1].Revision
 		if last == 0 || changes[len(changes)-1].Direct {
@@ -167,7 +170,7 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 		return nil, fmt.Errorf("registry: apply journal: %w", err)
 	}
 	for _, id := range order {
-		if w := after[id]; w != nil {
+		if w := after[id]; w != gone {
 			if s.ix.put(w) {
 				s.count.Add(1)
 			}
@@ -209,8 +212,8 @@ func (s *Store) decodeChanges(changes []Change) ([]*Webhook, []Refusal, error) {
 			if c.Value == nil {
 				continue
 			}
-			if old, ok := s.ix.Get(c.ID); ok && !again {
-				if b := root.Bucket([]byte(old.Workspace)); b != nil && bytes.Equal(b.Get([]byte(c.ID)), c.Value) {
+			if ws, ok := s.ix.workspaceOf(c.ID); ok && !again {
+				if b := root.Bucket([]byte(ws)); b != nil && bytes.Equal(b.Get([]byte(c.ID)), c.Value) {
 					continue
 				}
 			}

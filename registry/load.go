@@ -9,8 +9,6 @@ import (
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
-
-	"github.com/webhookd/webhookd/events"
 )
 
 // largeLoad is the registry size from which Open hands the load's garbage
@@ -22,9 +20,12 @@ const largeLoad = 50_000
 // the load never holds the whole file resident.
 const loadChunk = 1 << 16
 
-// loadAll decodes every stored webhook, on all cores. It returns the
-// webhooks and those whose secret must be re-sealed under the current key.
-func (s *Store) loadAll() (all, reseal []*Webhook, err error) {
+// loadAll decodes every stored webhook, on all cores, and hands each to
+// add in storage order, a chunk at a time, so that the decoded structs of
+// one chunk are garbage before the next is decoded. It returns how many
+// it decoded and those whose secret must be re-sealed under the current
+// key.
+func (s *Store) loadAll(add func(*Webhook)) (n int, reseal []*Webhook, err error) {
 	if fi, err := os.Stat(s.db.Path()); err == nil && fi.Size() > 64<<20 {
 		// The decoder's garbage would otherwise let the heap grow to twice
 		// the registry before a collection; collect more often instead.
@@ -44,14 +45,12 @@ func (s *Store) loadAll() (all, reseal []*Webhook, err error) {
 		for g := range workers {
 			lo, hi := g*len(chunk)/workers, (g+1)*len(chunk)/workers
 			wg.Go(func() {
-				in := make(interner)
 				for i := lo; i < hi; i++ {
 					w, st, err := s.decode(chunk[i].value)
 					if err != nil {
 						errs[g] = fmt.Errorf("webhook record in workspace %s: %w", chunk[i].workspace, err)
 						return
 					}
-					in.webhook(w)
 					ws[i], stale[i] = w, st
 				}
 			})
@@ -65,9 +64,12 @@ func (s *Store) loadAll() (all, reseal []*Webhook, err error) {
 				reseal = append(reseal, ws[i])
 			}
 		}
-		all = append(all, ws...)
+		for _, w := range ws {
+			add(w)
+		}
+		n += len(ws)
 		chunk = chunk[:0]
-		if len(all) >= largeLoad {
+		if n >= largeLoad {
 			releaseFilePages(s.db, s.db.Path())
 		}
 		return nil
@@ -90,29 +92,7 @@ func (s *Store) loadAll() (all, reseal []*Webhook, err error) {
 		}
 		return decodeChunk()
 	})
-	return all, reseal, err
-}
-
-// interner makes webhooks that share a workspace or URL share its bytes:
-// at a million subscriptions, one copy per webhook is tens of megabytes.
-type interner map[string]string
-
-func (in interner) str(s string) string {
-	if c, ok := in[s]; ok {
-		return c
-	}
-	in[s] = s
-	return s
-}
-
-func (in interner) webhook(w *Webhook) {
-	w.Workspace = in.str(w.Workspace)
-	w.URL = in.str(w.URL)
-	for _, t := range events.Types {
-		if w.EventType == t {
-			w.EventType = t // the constant's bytes, not the decoder's copy
-		}
-	}
+	return n, reseal, err
 }
 
 // settleAfterLoad returns what a large load leaves behind: the decoder's

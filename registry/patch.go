@@ -128,7 +128,7 @@ func (s *Store) Patch(ctx context.Context, workspace, id string, p Patch) (Webho
 	if err := s.validator.ValidatePatch(p); err != nil {
 		return Webhook{}, nil, fmt.Errorf("registry: patch %s: %w", id, err)
 	}
-	if w, ok := s.ix.Get(id); !ok || w.Workspace != workspace {
+	if ws, ok := s.ix.workspaceOf(id); !ok || ws != workspace {
 		// As Enable: probing other workspaces' ids costs no journal round
 		// trip; change checks again on the journal's copy.
 		return Webhook{}, nil, fmt.Errorf("registry: patch %s: %w", id, ErrNotFound)

@@ -47,7 +47,7 @@ func (s *Store) RotateSecret(ctx context.Context, workspace, id string, grace ti
 	if msg := CheckGrace(grace); msg != "" {
 		return Webhook{}, fmt.Errorf("registry: rotate secret %s: %w", id, &ValidationError{Fields: map[string]string{FieldGrace: msg}})
 	}
-	if w, ok := s.ix.Get(id); !ok || w.Workspace != workspace {
+	if ws, ok := s.ix.workspaceOf(id); !ok || ws != workspace {
 		// As Enable: probing other workspaces' ids costs no journal round
 		// trip; change checks again on the journal's copy.
 		return Webhook{}, fmt.Errorf("registry: rotate secret %s: %w", id, ErrNotFound)

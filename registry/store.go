@@ -140,7 +140,13 @@ func (s *Store) init() error {
 	if err != nil {
 		return fmt.Errorf("registry: init: %w", err)
 	}
-	all, reseal, err := s.loadAll()
+	s.ix.mu.Lock()
+	b := s.ix.newBuilder()
+	n, reseal, err := s.loadAll(func(w *Webhook) { b.add(w, nil) })
+	if err == nil {
+		b.finish()
+	}
+	s.ix.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("registry: load: %w", err)
 	}
@@ -162,9 +168,8 @@ func (s *Store) init() error {
 		}
 	}
 	s.resealed = len(reseal)
-	s.ix.bulkLoad(all)
-	s.count.Store(int64(len(all)))
-	settleAfterLoad(s.db, s.db.Path(), len(all))
+	s.count.Store(int64(n))
+	settleAfterLoad(s.db, s.db.Path(), n)
 	return nil
 }
 
@@ -261,7 +266,7 @@ func (s *Store) Delete(ctx context.Context, workspace, id string) error {
 	if s.journal != nil {
 		// Only the workspace's own webhooks may be deleted; the journal
 		// entry names the id alone.
-		if w, ok := s.ix.Get(id); !ok || w.Workspace != workspace {
+		if ws, ok := s.ix.workspaceOf(id); !ok || ws != workspace {
 			return fmt.Errorf("registry: delete %s: %w", id, ErrNotFound)
 		}
 		if err := s.journal.Delete(ctx, id); err != nil {

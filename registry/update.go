@@ -40,7 +40,7 @@ func (s *Store) Disable(ctx context.Context, id, reason string, at time.Time) (W
 // changes nothing. Ids of other workspaces give ErrNotFound, like unknown
 // ones.
 func (s *Store) Enable(ctx context.Context, workspace, id string) (Webhook, error) {
-	if w, ok := s.ix.Get(id); !ok || w.Workspace != workspace {
+	if ws, ok := s.ix.workspaceOf(id); !ok || ws != workspace {
 		// Answered here, so that probing for other workspaces' ids costs
 		// no journal round trip; change checks again on the journal's copy.
 		return Webhook{}, fmt.Errorf("registry: enable %s: %w", id, ErrNotFound)
@@ -72,7 +72,7 @@ func (s *Store) update(ctx context.Context, id string, change func(*Webhook) err
 	if err := ctx.Err(); err != nil {
 		return Webhook{}, false, err
 	}
-	cur, ok := s.ix.Get(id)
+	curWS, ok := s.ix.workspaceOf(id)
 	if !ok {
 		return Webhook{}, false, ErrNotFound
 	}
@@ -115,7 +115,7 @@ func (s *Store) update(ctx context.Context, id string, change func(*Webhook) err
 	var next *Webhook
 	var changed bool
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketWebhooks).Bucket([]byte(cur.Workspace))
+		b := tx.Bucket(bucketWebhooks).Bucket([]byte(curWS))
 		if b == nil {
 			return ErrNotFound
 		}

@@ -370,6 +370,12 @@ func (r *Replica) Run(ctx context.Context) error {
 			Replicas:    r.cfg.Replicas,
 			MaxBytes:    r.cfg.MaxBytes,
 		})
+		if err == nil {
+			// Only memory at the server's next start depends on it.
+			if err := r.shrinkDedupeWindow(setupCtx); err != nil {
+				r.log.Warn("could not shrink the shared registry's duplicate window", "bucket", r.cfg.Bucket, "err", err)
+			}
+		}
 		cancel()
 		if err == nil {
 			r.kv.Store(&kv)
