@@ -185,15 +185,23 @@ func (m *directMsg) expire() {
 		m.release(err)
 	case directClaimed:
 		// Fires once the attempt must have ended (it is bounded by the
-		// delivery timeout), had this instance died meanwhile.
-		at := time.Now().Add(d.cfg.ackWait()).UTC()
-		h := m.job.header(m.job.DeliveryID + ".c")
-		h[hdrSchedule] = []string{"@at " + at.Format(time.RFC3339Nano)}
+		// delivery timeout), had this instance died meanwhile. It has a
+		// schedule subject of its own: the attempt's outcome may store
+		// its retry or parked copy on the delivery's subject at any
+		// moment, even now, and a schedule replaces the one before it on
+		// its subject. Its dedupe id is unique: an event id seen again
+		// within the duplicate window must not find it stored already.
+		now := time.Now()
+		h := m.job.header(m.job.DeliveryID + ".c" + strconv.FormatInt(now.UnixNano(), 36))
+		h[hdrSchedule] = []string{"@at " + now.Add(d.cfg.ackWait()).UTC().Format(time.RFC3339Nano)}
 		h[hdrSchedTarget] = []string{d.trialSubject(m.job.WebhookID)}
-		msg := &nats.Msg{Subject: d.schedSubject(m.job.WebhookID, m.job.DeliveryID), Header: h, Data: m.job.Body}
+		msg := &nats.Msg{Subject: d.schedSubject(m.job.WebhookID, m.job.DeliveryID) + ".c", Header: h, Data: m.job.Body}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		ack, err := d.js.PublishMsg(ctx, msg)
 		cancel()
+		if err == nil && ack.Duplicate {
+			err = errors.New("continuation deduplicated against an earlier copy")
+		}
 		if err == nil {
 			m.cont = ack.Sequence
 			d.m.directStored.WithLabelValues("attempting").Inc()
@@ -227,10 +235,10 @@ func (m *directMsg) untrack() {
 }
 
 // settle ends a claimed delivery. handBack asks for another attempt after
-// delay, as a NAK would for a job: without a continuation standing in for
-// it already, a copy is stored for then. Otherwise the delivery is over
-// (its retry, parked copy or failure record is stored by the caller), and
-// a continuation, no longer needed, is deleted.
+// delay, as a NAK would for a job: a copy is stored for then. Otherwise the
+// delivery is over (its retry, parked copy or failure record is stored by
+// the caller). Either way a continuation, no longer needed once that is
+// stored, is deleted.
 func (m *directMsg) settle(handBack bool, delay time.Duration) error {
 	d := m.d
 	m.mu.Lock()
@@ -242,14 +250,17 @@ func (m *directMsg) settle(handBack bool, delay time.Duration) error {
 		d.directTimers.Done()
 	}
 	var err error
-	switch {
-	case handBack && m.cont == 0:
-		err = m.store(d.parkMsg(&m.job, time.Now().Add(delay)))
-		if err == nil {
+	if handBack {
+		if err = m.store(d.parkMsg(&m.job, time.Now().Add(delay))); err == nil {
 			d.m.directStored.WithLabelValues("handed_back").Inc()
 		}
-	case !handBack && m.cont != 0:
+	}
+	if m.cont != 0 && err == nil {
 		m.deleteContinuation()
+	}
+	if m.cont != 0 {
+		// The continuation covers it: the event's part is settled already.
+		err = nil
 	}
 	m.state = directDone
 	m.untrack()

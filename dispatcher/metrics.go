@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "events_rejected_total", Help: "Malformed events terminated without delivery, by reason."},
 			[]string{"reason"}),
 		jobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
-			Name: "delivery_jobs_created_total", Help: "Delivery jobs recorded by fan-out (one per event and matching subscription)."},
+			Name: "delivery_jobs_created_total", Help: "Deliveries created by fan-out (one per event and matching subscription), whether stored as a job or made direct."},
 			[]string{"event_type"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
 			Name: "delivery_attempts_total", Help: "HTTP delivery attempts, by event type, outcome and status class."},

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/base64"
 	"fmt"
 	"runtime"
 	"strings"
@@ -251,6 +252,35 @@ func TestHandedOutWebhooksOwnTheirStrings(t *testing.T) {
 			if p := uintptr(unsafe.Pointer(unsafe.StringData(s))); p >= lo && p < hi {
 				t.Fatalf("%q shares the arena's bytes", s)
 			}
+		}
+	}
+}
+
+// TestPackSecret: only a secret New could have made is packed; any other
+// text, the 44 characters that decode to 33 bytes included, is kept as it
+// is rather than overrunning the key.
+func TestPackSecret(t *testing.T) {
+	k := make([]byte, 32)
+	for i := range k {
+		k[i] = byte(i * 7)
+	}
+	made := secretPrefix + base64.StdEncoding.EncodeToString(k)
+	for _, tc := range []struct {
+		secret string
+		packed bool
+	}{
+		{made, true},
+		{secretPrefix + strings.Repeat("A", 44), false}, // 33 bytes, no padding
+		{secretPrefix + strings.Repeat("A", 43) + "=", true},
+		{secretPrefix + "short", false},
+		{"whsec-" + made[6:], false},
+	} {
+		got, ok := packSecret(tc.secret)
+		if ok != tc.packed {
+			t.Errorf("packSecret(%q) packed = %v, want %v", tc.secret, ok, tc.packed)
+		}
+		if ok && secretPrefix+base64.StdEncoding.EncodeToString(got[:]) != tc.secret {
+			t.Errorf("packSecret(%q) does not unpack to itself", tc.secret)
 		}
 	}
 }

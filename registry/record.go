@@ -262,8 +262,12 @@ func packSecret(secret string) ([32]byte, bool) {
 	}
 	// Strict refuses non-zero padding bits, so only the text
 	// EncodeToString makes of k decodes: the secret unpacks exactly.
+	// 44 characters without padding decode to 33 bytes: decode into room
+	// for them, so such a secret is stored as text rather than overrun k.
 	var in [44]byte
+	var out [33]byte
 	copy(in[:], enc)
-	n, err := strictBase64.Decode(k[:], in[:])
+	n, err := strictBase64.Decode(out[:], in[:])
+	copy(k[:], out[:32])
 	return k, err == nil && n == 32
 }

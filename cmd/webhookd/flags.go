@@ -34,6 +34,7 @@ type options struct {
 	allowCIDRs     string
 	caFile         string
 	deliveryTO     time.Duration
+	directDeadline time.Duration
 	logLevel       string
 	logFormat      string
 	retryInitial   time.Duration
@@ -119,6 +120,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.allowCIDRs, "allow-target-cidrs", "", "comma-separated private CIDRs webhooks may target despite the SSRF guard")
 	fs.StringVar(&o.caFile, "ca-file", "", "PEM file of extra CAs trusted for HTTPS deliveries (system roots stay trusted)")
 	fs.DurationVar(&o.deliveryTO, "delivery-timeout", 15*time.Second, "time limit of one delivery attempt")
+	fs.DurationVar(&o.directDeadline, "direct-deadline", time.Second, "how long an event waits for the first attempts of its healthy webhooks, made straight from it with no job stored, before storing them as jobs; 0: every delivery is stored as a job first")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&o.retryInitial, "retry-initial", 5*time.Second, "delay before the first retry")
@@ -245,6 +247,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--retry-max-interval (%s) must not be below --retry-initial (%s)", o.retryMaxIvl, o.retryInitial)
 	case o.retryMaxTries < 0:
 		return fmt.Errorf("--retry-max-attempts must be 0 or more, got %d", o.retryMaxTries)
+	case o.directDeadline < 0:
+		return fmt.Errorf("--direct-deadline must be 0 (off) or positive, got %s", o.directDeadline)
 	case o.maxConnsHost < 1:
 		return fmt.Errorf("--max-conns-per-host must be at least 1, got %d", o.maxConnsHost)
 	case o.maxEventBytes < 1024:

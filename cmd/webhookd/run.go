@@ -247,6 +247,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			Initial: o.retryInitial, MaxInterval: o.retryMaxIvl, MaxAge: o.retryMaxAge, MaxAttempts: o.retryMaxTries,
 		},
 		DeliveryTimeout: o.deliveryTO,
+		DirectDeadline:  directDeadline(o.directDeadline),
 		MaxConnsPerHost: o.maxConnsHost,
 		Breaker: breaker.Config{
 			FailureThreshold: o.cbFailures, TimeoutThreshold: o.cbTimeouts, Cooldown: o.cbCooldown, MaxCooldown: o.cbMaxCooldown,
@@ -576,4 +577,13 @@ func serveAux(addr string, mux *http.ServeMux, log *slog.Logger) (stop func(), e
 	}()
 	log.Info("auxiliary listener", "addr", ln.Addr().String())
 	return func() { _ = s.Close() }, nil
+}
+
+// directDeadline maps --direct-deadline to dispatcher.Config, where 0
+// means the default and a negative value turns direct delivery off.
+func directDeadline(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -40,13 +39,16 @@ type h1Transport struct {
 
 	mu      sync.Mutex
 	hosts   map[string]*h1Host
-	reaping atomic.Bool // an idle-connection reap is scheduled
+	reaping bool // an idle-connection reap is scheduled; guarded by mu
 }
 
 // h1Host is one destination's connections.
 type h1Host struct {
+	addr  string
 	slots chan struct{} // one token per open connection
-	idle  []*h1Conn     // most recently used last
+	// Guarded by h1Transport.mu.
+	idle []*h1Conn     // most recently used last
+	wake chan struct{} // when not nil, closed once a connection is idle or a slot free
 }
 
 type h1Conn struct {
@@ -96,6 +98,9 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	c, h, reused, err := t.conn(ctx, addr)
 	if err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
 		return nil, err
 	}
 	if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.GotConn != nil {
@@ -109,9 +114,13 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		t.discard(c, h)
-		if ctx.Err() != nil {
-			// The cause, as net/http reports it (it is a net.Error
-			// whose Timeout is true for a deadline).
+		// A read cut off by the deadline can surface as a parse error of
+		// what arrived before it, and the context's own timer may fire a
+		// moment after the connection's: the deadline is the cause then,
+		// reported as net/http does (a net.Error whose Timeout is true).
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			err = context.DeadlineExceeded
+		} else if ctx.Err() != nil {
 			err = ctx.Err()
 		} else if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 			err = fmt.Errorf("transport: the receiver closed a kept-alive connection: %w", err)
@@ -121,7 +130,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := writeRequest(c.bw, req); err != nil {
 		return fail(err)
 	}
-	c.cap.n = maxResponseHeaderBytes + bufSize // the bufio read-ahead counts too
+	c.cap.n = t.maxHeader + bufSize // the bufio read-ahead counts too
 	var resp *http.Response
 	for {
 		resp, err = http.ReadResponse(c.br, req)
@@ -162,13 +171,16 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 		w.WriteString("\r\n")
 	}
 	for k, vs := range req.Header {
-		switch k {
-		case "Host", "Content-Length", "Transfer-Encoding", "Connection":
+		switch strings.ToLower(k) {
+		case "host", "content-length", "transfer-encoding", "connection":
 			continue
 		}
+		if !validName(k) {
+			return fmt.Errorf("transport: invalid header name %q", k)
+		}
 		for _, v := range vs {
-			if strings.ContainsAny(k, "\r\n: ") || strings.ContainsAny(v, "\r\n") {
-				return fmt.Errorf("transport: invalid header %q", k)
+			if !validValue(v) {
+				return fmt.Errorf("transport: invalid value of header %s", k)
 			}
 			w.WriteString(k)
 			w.WriteString(": ")
@@ -186,6 +198,7 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 	if n > 0 {
 		copied, err := io.CopyN(w, req.Body, n)
 		if err != nil {
+			_ = req.Body.Close()
 			return fmt.Errorf("transport: write request body (%d of %d bytes): %w", copied, n, err)
 		}
 	}
@@ -193,6 +206,34 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 		_ = req.Body.Close()
 	}
 	return w.Flush()
+}
+
+// validName reports whether k is an HTTP token (RFC 9110, 5.6.2).
+func validName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validValue reports whether v holds no control character but tab: a CR
+// or LF in a value would split the request.
+func validValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // h1Body hands its connection back for reuse once read to the end, or
@@ -246,85 +287,120 @@ func (t *h1Transport) host(addr string) *h1Host {
 		if t.hosts == nil {
 			t.hosts = make(map[string]*h1Host)
 		}
-		h = &h1Host{slots: make(chan struct{}, t.maxConns)}
+		h = &h1Host{addr: addr, slots: make(chan struct{}, t.maxConns)}
 		t.hosts[addr] = h
 	}
 	return h
 }
 
 // conn returns an idle connection to addr that is still open, or dials a
-// new one once the host has a free slot.
+// new one once the host has a free slot, whichever comes first.
 func (t *h1Transport) conn(ctx context.Context, addr string) (*h1Conn, *h1Host, bool, error) {
 	h := t.host(addr)
 	for {
 		t.mu.Lock()
-		n := len(h.idle)
-		if n == 0 {
+		if n := len(h.idle); n > 0 {
+			c := h.idle[n-1]
+			h.idle[n-1] = nil
+			h.idle = h.idle[:n-1]
 			t.mu.Unlock()
-			break
+			if time.Since(c.idleSince) < t.idleTimeout && alive(c.conn) {
+				return c, h, true, nil
+			}
+			t.discard(c, h)
+			continue
 		}
-		c := h.idle[n-1]
-		h.idle[n-1] = nil
-		h.idle = h.idle[:n-1]
+		select {
+		case h.slots <- struct{}{}:
+			t.mu.Unlock()
+			conn, err := t.dial(ctx, "tcp", addr)
+			if err != nil {
+				t.release(h)
+				return nil, nil, false, err
+			}
+			c := &h1Conn{conn: conn, bw: bufio.NewWriterSize(conn, bufSize)}
+			c.cap.r = conn
+			c.br = bufio.NewReaderSize(&c.cap, bufSize)
+			return c, h, false, nil
+		default:
+		}
+		if h.wake == nil {
+			h.wake = make(chan struct{})
+		}
+		wake := h.wake
 		t.mu.Unlock()
-		if time.Since(c.idleSince) < t.idleTimeout && alive(c.conn) {
-			return c, h, true, nil
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, nil, false, ctx.Err()
 		}
-		t.discard(c, h)
 	}
-	select {
-	case h.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, false, ctx.Err()
-	}
-	conn, err := t.dial(ctx, "tcp", addr)
-	if err != nil {
-		<-h.slots
-		return nil, nil, false, err
-	}
-	c := &h1Conn{conn: conn, bw: bufio.NewWriterSize(conn, bufSize)}
-	c.cap.r = conn
-	c.br = bufio.NewReaderSize(&c.cap, bufSize)
-	return c, h, false, nil
 }
 
+// wakeLocked tells requests waiting for one of h's connections that one
+// may be free. Caller holds t.mu.
+func (h *h1Host) wakeLocked() {
+	if h.wake != nil {
+		close(h.wake)
+		h.wake = nil
+	}
+}
+
+// put makes c idle for reuse, unless its host entry was forgotten
+// meanwhile (see closeIdle): no one would find it there, so it is closed.
 func (t *h1Transport) put(c *h1Conn, h *h1Host) {
 	_ = c.conn.SetDeadline(time.Time{})
 	c.idleSince = time.Now()
 	t.mu.Lock()
+	if t.hosts[h.addr] != h {
+		t.mu.Unlock()
+		t.discard(c, h)
+		return
+	}
 	h.idle = append(h.idle, c)
-	t.mu.Unlock()
-	if t.reaping.CompareAndSwap(false, true) {
+	h.wakeLocked()
+	if !t.reaping {
+		t.reaping = true
 		time.AfterFunc(t.idleTimeout, t.reap)
 	}
+	t.mu.Unlock()
 }
 
+// discard closes c and frees its slot.
 func (t *h1Transport) discard(c *h1Conn, h *h1Host) {
 	_ = c.conn.Close()
+	t.release(h)
+}
+
+func (t *h1Transport) release(h *h1Host) {
 	<-h.slots
+	t.mu.Lock()
+	h.wakeLocked()
+	t.mu.Unlock()
 }
 
 // reap closes the connections idle for longer than idleTimeout, and
-// forgets hosts with none left, until no connection is idle.
+// runs again while any connection is idle.
 func (t *h1Transport) reap() {
 	t.closeIdle(time.Now().Add(-t.idleTimeout))
 	t.mu.Lock()
-	left := false
+	defer t.mu.Unlock()
+	t.reaping = false
 	for _, h := range t.hosts {
-		left = left || len(h.idle) > 0
-	}
-	t.mu.Unlock()
-	t.reaping.Store(false)
-	if left && t.reaping.CompareAndSwap(false, true) {
-		time.AfterFunc(t.idleTimeout, t.reap)
+		if len(h.idle) > 0 {
+			t.reaping = true
+			time.AfterFunc(t.idleTimeout, t.reap)
+			return
+		}
 	}
 }
 
 // closeIdle closes the idle connections that went idle before cutoff,
 // and forgets hosts left with no connection. (A request that looked its
-// host up just before may then open connections on the forgotten entry
+// host up just before may then open a connection on the forgotten entry
 // beside a new one's: the dispatcher's lanes, not this, are what bound
-// connections per host; this cap is the backstop.)
+// connections per host; this cap is the backstop. put closes such a
+// connection rather than keep it where no one looks.)
 func (t *h1Transport) closeIdle(cutoff time.Time) {
 	type closing struct {
 		c *h1Conn

@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -196,5 +197,64 @@ func TestPlainHTTPHeaderTooLarge(t *testing.T) {
 	c := newClient(t, Config{Guard: open})
 	if _, err := post(t, c, s.url()); err == nil || !strings.Contains(err.Error(), "header too large") {
 		t.Fatalf("err = %v, want the header refused as too large", err)
+	}
+}
+
+// TestPlainHTTPDripTimesOut: a receiver sending its status line a byte at
+// a time is cut off at the deadline, reported as a timeout (not as the
+// malformed line that arrived before it).
+func TestPlainHTTPDripTimesOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = http.ReadRequest(bufio.NewReader(c))
+		for _, b := range []byte("HTTP/1.1 200 OK\r\n\r\n") {
+			if _, err := c.Write([]byte{b}); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	c := newClient(t, Config{Guard: open, Timeout: 300 * time.Millisecond})
+	_, err = post(t, c, "http://"+ln.Addr().String())
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+}
+
+// TestPlainHTTPWaitsForAConnection: requests beyond a host's connection
+// cap wait for one to come free and reuse it, instead of timing out.
+func TestPlainHTTPWaitsForAConnection(t *testing.T) {
+	s := newRawServer(t, func(int) string { time.Sleep(20 * time.Millisecond); return ok204 })
+	c := newClient(t, Config{Guard: open, MaxConnsPerHost: 1, Timeout: 5 * time.Second})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			resp, err := post(t, c, s.url())
+			if err == nil {
+				err = Drain(resp.Body, 1024)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if got := s.connections(); got != 1 {
+		t.Errorf("%d connections with a cap of 1", got)
 	}
 }
