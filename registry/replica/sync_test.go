@@ -127,38 +127,3 @@ func TestCompactionAndLongAbsence(t *testing.T) {
 		t.Fatal("b lacks the webhook created while it was away")
 	}
 }
-
-// TestLatestRevisionIsTheStreamsLast: Sync's cheap probe answers what the
-// bucket's stream state would, empty, after writes and after a delete.
-func TestLatestRevisionIsTheStreamsLast(t *testing.T) {
-	ns := natstest.JetStream(t)
-	a := startInstance(t, ns, openStore(t, filepath.Join(t.TempDir(), "a.db")))
-	kv, err := a.rep.bucket()
-	if err != nil {
-		t.Fatal(err)
-	}
-	check := func(when string) {
-		t.Helper()
-		want, err := lastRevision(t.Context(), kv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := a.rep.latestRevision(t.Context(), kv)
-		if err != nil || got != want {
-			t.Fatalf("%s: latestRevision = %d, %v; the stream's last sequence is %d", when, got, err, want)
-		}
-	}
-	check("empty bucket")
-	var last registry.Webhook
-	for range 3 {
-		last = newHook(t, "acme", "")
-		if err := a.store.Create(t.Context(), last); err != nil {
-			t.Fatal(err)
-		}
-	}
-	check("after three registrations")
-	if err := a.store.Delete(t.Context(), last.Workspace, last.ID); err != nil {
-		t.Fatal(err)
-	}
-	check("after a deletion")
-}
