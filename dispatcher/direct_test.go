@@ -189,3 +189,29 @@ func TestFailingDirectDeliveryRetriesAlone(t *testing.T) {
 		t.Errorf("flaky receiver's webhook-ids %v: want 3 requests, the retry with the failed attempt's id", got)
 	}
 }
+
+// TestDirectDeliveryFailingPastItsDeadline: an attempt that runs past the
+// deadline and then fails stores its retry; the continuation is dropped,
+// so the retry is the one further request.
+func TestDirectDeliveryFailingPastItsDeadline(t *testing.T) {
+	r := newReceiver(t, func(n int, w http.ResponseWriter) {
+		if n == 2 {
+			time.Sleep(300 * time.Millisecond)
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	h := newHarness(t, harnessOpts{cfg: func(c *dispatcher.Config) { c.DirectDeadline = 100 * time.Millisecond }})
+	h.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+	warm(t, h, r)
+	h.publish(completedSubject, completed, "fails-late")
+	waitFor(t, 10*time.Second, "the retry", func() bool { return r.count() >= 3 })
+	settled(t, h)
+	if got := value(t, h, "webhookd_deliveries_direct_stored_total", "reason", "attempting"); got != 1 {
+		t.Errorf("continuations stored = %v, want 1", got)
+	}
+	if got := ids(r); len(got) != 3 || got[1] != got[2] {
+		t.Errorf("webhook-ids %v: want warm-up, the failed attempt and its retry under the same id", got)
+	}
+}
