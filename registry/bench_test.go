@@ -1,14 +1,10 @@
 package registry
 
 import (
-	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/webhookd/webhookd/events"
 )
@@ -60,34 +56,7 @@ func BenchmarkOpen(b *testing.B) {
 			if testing.Short() && n > 100_000 {
 				b.Skip("large registry")
 			}
-			path := filepath.Join(b.TempDir(), "r.db")
-			s, err := Open(Config{Path: path})
-			if err != nil {
-				b.Fatal(err)
-			}
-			s.Close()
-			db, err := bolt.Open(path, 0o600, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			err = db.Update(func(tx *bolt.Tx) error {
-				for _, w := range synthetic(n) {
-					ws, err := tx.Bucket(bucketWebhooks).CreateBucketIfNotExists([]byte(w.Workspace))
-					if err != nil {
-						return err
-					}
-					ws.FillPercent = 1
-					v, _ := json.Marshal(w)
-					if err := ws.Put([]byte(w.ID), v); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			db.Close()
-			if err != nil {
-				b.Fatal(err)
-			}
+			path := writeSynthetic(b, n)
 			b.ResetTimer()
 			for b.Loop() {
 				s, err := Open(Config{Path: path})

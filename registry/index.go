@@ -259,6 +259,12 @@ func (ix *Index) add(w *Webhook) bool {
 	if _, dup := ix.slotOf(g, w.ID); dup {
 		return false
 	}
+	ix.insertLocked(g, w)
+	return true
+}
+
+// insertLocked indexes w, whose id is not indexed yet. Caller holds ix.mu.
+func (ix *Index) insertLocked(g *generation, w *Webhook) {
 	s := ix.store(g, w)
 	ix.setID(g, w.ID, s)
 	if !w.Disabled {
@@ -266,7 +272,6 @@ func (ix *Index) add(w *Webhook) bool {
 	}
 	ix.n.Add(1)
 	ix.disabled.Add(disabledDelta(w.Disabled))
-	return true
 }
 
 // put indexes w, replacing the webhook indexed under its id if there is
@@ -277,13 +282,7 @@ func (ix *Index) put(w *Webhook) bool {
 	g := ix.gen.Load()
 	old, ok := ix.slotOf(g, w.ID)
 	if !ok {
-		s := ix.store(g, w)
-		ix.setID(g, w.ID, s)
-		if !w.Disabled {
-			ix.link(g, ix.keyHash(keyOf(w)), s)
-		}
-		ix.n.Add(1)
-		ix.disabled.Add(disabledDelta(w.Disabled))
+		ix.insertLocked(g, w)
 		return true
 	}
 	flags, t, ws, wf := g.arena.recordKey(*g.recs.at(old))

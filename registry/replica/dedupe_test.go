@@ -4,9 +4,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/webhookd/webhookd/events/natstest"
 )
 
@@ -18,14 +15,7 @@ func TestBucketDedupeWindowShrunk(t *testing.T) {
 	for start := range 2 {
 		s := openStore(t, filepath.Join(dir, "r.db"))
 		in := startInstance(t, ns, s)
-		nc, err := nats.Connect(ns.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		nc, js := natstest.Client(t, ns)
 		st, err := js.Stream(t.Context(), "KV_WEBHOOKD_REGISTRY")
 		if err != nil {
 			t.Fatal(err)
