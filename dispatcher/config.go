@@ -186,8 +186,11 @@ type Config struct {
 	// gets a stored continuation. Zero means 1s; negative turns direct
 	// delivery off (every delivery is stored as a job first).
 	DirectDeadline time.Duration
-	// DirectPerHost caps one host's direct deliveries not yet settled; its
-	// further deliveries are stored as jobs. Zero means 2*MaxConnsPerHost.
+	// DirectPerHost caps one host's direct deliveries not yet settled, and
+	// the length of its lane beyond which a delivery is stored as a job
+	// instead: a direct delivery should start at once, not wait behind a
+	// backlog until its deadline stores it after all. Zero means
+	// 2*MaxConnsPerHost.
 	DirectPerHost int
 	// DirectMax caps direct deliveries not yet settled in this process, so
 	// they hold at most this share of the fan-out consumer's window of

@@ -127,7 +127,10 @@ func (d *Dispatcher) tryDirect(p *pendingEvent, ev events.Event, webhookID strin
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	l := d.lanes[host]
-	if l == nil || !l.proven.Load() || int(l.direct.Load()) >= d.cfg.DirectPerHost || len(l.queue) >= d.cfg.HostQueue {
+	// A lane longer than DirectPerHost holds a backlog (at max rate, of
+	// stored jobs): a direct delivery queued behind it would wait for its
+	// deadline and be stored anyway, late.
+	if l == nil || !l.proven.Load() || int(l.direct.Load()) >= d.cfg.DirectPerHost || len(l.queue) >= d.cfg.DirectPerHost {
 		return false
 	}
 	if p.group == nil {
