@@ -46,6 +46,10 @@ type lane struct {
 	// nor in front of proven hosts' work.
 	tried    atomic.Bool
 	lastUsed atomic.Int64 // unix nanos of the last attempt's end
+	// trying: unix nanos when the host's first attempt began (0: none
+	// yet), so a fresh host's overflow waits about as long as its first
+	// answer is taking, not a whole second (see overflowWait).
+	trying atomic.Int64
 	// hanging: the host's latest attempt timed out. It then gets one
 	// connection, so the attempts that were running when its first
 	// timeout came end without others starting behind them.
@@ -101,10 +105,24 @@ func (d *Dispatcher) overflowWait(l *lane) time.Duration {
 	case l.hanging.Load():
 		return d.cfg.DeliveryTimeout
 	case !l.tried.Load():
-		return min(time.Second, d.cfg.DeferDelay)
+		// Its first answer, if quick, proves it: come back a little after
+		// that answer should be in. Twice the first attempt's age so far,
+		// so a host that hangs is asked again ever less often, up to a
+		// second; a burst to a new quick endpoint waits 100 ms, not 1 s.
+		wait := min(time.Second, d.cfg.DeferDelay)
+		if t0 := l.trying.Load(); t0 != 0 {
+			wait = min(wait, max(freshRetryFloor, 2*time.Since(time.Unix(0, t0))))
+		} else {
+			wait = min(wait, freshRetryFloor)
+		}
+		return wait
 	}
 	return d.cfg.DeferDelay
 }
+
+// freshRetryFloor is the shortest wait of a job set aside for a host not
+// tried yet.
+const freshRetryFloor = 100 * time.Millisecond
 
 // limits returns the lane's concurrency and queue caps.
 func (d *Dispatcher) limits(l *lane) (conns, queue int) {
@@ -324,6 +342,9 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	}
 	gauge.Inc()
 	start := time.Now()
+	if !l.tried.Load() {
+		l.trying.CompareAndSwap(0, start.UnixNano())
+	}
 	res := d.attempt(q, t, dec.Probe)
 	end := time.Now()
 	gauge.Dec()
