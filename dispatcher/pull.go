@@ -12,12 +12,10 @@ import (
 
 // pullWait is how long one pull request stays open on the server. It
 // bounds how long a lost request can stall a consumer, and how long
-// shutdown waits for the round in progress. It also bounds a stall seen at
-// the end of max-rate bursts: at 1s, about one run in three ended with the
-// last ~0.1% of deliveries 0.6-1 s late, waiting (as far as we can tell)
-// for a round to expire with messages ready; at 250ms no tail stall showed
-// in six runs (README, Performance). An idle consumer costs four requests
-// a second.
+// shutdown waits for the round in progress. An idle consumer costs four
+// requests a second. (It was 1 s; shortening it was first tried against
+// a tail stall of max-rate runs, which turned out to be the wait of jobs
+// set aside for hosts not tried yet: see overflowWait.)
 const pullWait = 250 * time.Millisecond
 
 // pullLoop feeds handle with cons's messages, one bounded pull request
