@@ -47,16 +47,7 @@ type harnessOpts struct {
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Client(t, natstest.JetStream(t))
 	store, err := registry.Open(registry.Config{Path: filepath.Join(t.TempDir(), "webhookd.db")})
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/webhookd/webhookd/dispatcher/transport"
 	"github.com/webhookd/webhookd/events"
 	"github.com/webhookd/webhookd/events/natsconn"
+	"github.com/webhookd/webhookd/events/natstest"
 	"github.com/webhookd/webhookd/registry"
 	"github.com/webhookd/webhookd/registry/failurelog"
 	"github.com/webhookd/webhookd/registry/health"
@@ -47,15 +47,7 @@ func embedded(t *testing.T, cfg natsconn.EmbeddedConfig) *natsconn.Embedded {
 // harnessOn is newHarness against the NATS server at url.
 func harnessOn(t *testing.T, url string, o harnessOpts) *harness {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Connect(t, url)
 	store, err := registry.Open(registry.Config{Path: filepath.Join(t.TempDir(), "webhookd.db")})
 	if err != nil {
 		t.Fatal(err)

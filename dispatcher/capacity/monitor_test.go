@@ -23,17 +23,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func connect(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	return natstest.Client(t, natstest.JetStream(t))
 }
 
 // eventsStream is the events stream as the dispatcher creates it, with its

@@ -33,7 +33,14 @@ func JetStream(t testing.TB) *server.Server {
 // ends, and a JetStream context on it.
 func Client(t testing.TB, ns *server.Server) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(ns.ClientURL())
+	return Connect(t, ns.ClientURL())
+}
+
+// Connect is Client for a server given by URL (one of a cluster, or one
+// restarted on the same port), with any connection options.
+func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,15 +114,7 @@ func TestRetryKeepsFailureWhenRedeliveryFails(t *testing.T) {
 // webhookd instance would, until the test ends.
 func startLog(t *testing.T, url string) *failurelog.Log {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, url)
 	l, err := failurelog.New(failurelog.Config{JetStream: js, MaxBodyBytes: 1024})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/webhookd/webhookd/events"
@@ -31,15 +30,7 @@ type publishEnv struct {
 func newPublishEnv(t *testing.T, maxBytes int, streamBytes int64, mutate ...func(*Config)) *publishEnv {
 	t.Helper()
 	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Client(t, ns)
 	dec := events.Decoder{Subjects: events.Subjects{Prefix: "events"}, MaxBytes: maxBytes}
 	stream, err := events.EnsureStream(t.Context(), js, events.StreamConfig{Subjects: dec.Subjects, MaxBytes: streamBytes})
 	if err != nil {

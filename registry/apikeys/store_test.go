@@ -43,16 +43,7 @@ type instance struct {
 
 func connect(t *testing.T, ns *server.Server) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	return natstest.Client(t, ns)
 }
 
 // start runs a Store on its own connection until the test ends, and waits

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/webhookd/webhookd/events/natstest"
 	"github.com/webhookd/webhookd/registry/apikeys"
@@ -22,15 +21,7 @@ import (
 func TestWatchRestartsAfterReconnect(t *testing.T) {
 	ns := natstest.JetStream(t)
 	c := newClock()
-	nc, err := nats.Connect(ns.ClientURL(), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Connect(t, ns.ClientURL(), nats.ReconnectWait(50*time.Millisecond))
 	a, err := apikeys.New(apikeys.Config{JetStream: js, Now: c.now})
 	if err != nil {
 		t.Fatal(err)
