@@ -113,11 +113,8 @@ type directMsg struct {
 // if it may go direct (see the package comment above) and reports whether
 // it did.
 func (d *Dispatcher) tryDirect(p *pendingEvent, ev events.Event, webhookID string) bool {
-	if d.cfg.DirectDeadline < 0 || p.redelivered || d.directs.Load() >= int64(d.cfg.DirectMax) {
+	if d.cfg.DirectDeadline < 0 || p.storeOnly || d.directs.Load() >= int64(d.cfg.DirectMax) {
 		return false
-	}
-	if mp := d.cfg.Conn.MaxPayload(); mp > 0 && int64(len(ev.Body))+jobHeadroom > mp {
-		return false // its stored copies might not fit: the stored path records it
 	}
 	t, ok := d.target(webhookID)
 	if !ok || t.wh.Disabled {
@@ -155,6 +152,13 @@ func (d *Dispatcher) tryDirect(p *pendingEvent, ev events.Event, webhookID strin
 	}
 	d.m.direct.Inc()
 	return true
+}
+
+// copiesFit reports whether every copy of a delivery of a body this long
+// (job, continuation, retry, parked copy) fits the server's max payload.
+func (d *Dispatcher) copiesFit(bodyLen int) bool {
+	mp := d.cfg.Conn.MaxPayload()
+	return mp <= 0 || int64(bodyLen)+jobHeadroom <= mp
 }
 
 // claim is a worker taking m from its lane. False means a job was stored

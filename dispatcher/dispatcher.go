@@ -202,7 +202,8 @@ const jobHeadroom = 16 << 10
 // could not travel as a delivery job under the server's max payload: such
 // deliveries end as failures with reason too_large.
 func (d *Dispatcher) warnIfEventsCannotFit() {
-	if mp := d.cfg.Conn.MaxPayload(); mp > 0 && int64(d.cfg.MaxEventBytes)+jobHeadroom > mp {
+	if !d.copiesFit(d.cfg.MaxEventBytes) {
+		mp := d.cfg.Conn.MaxPayload()
 		d.log.Warn("events near the size limit cannot all become delivery jobs: the NATS server's max payload leaves too little room for a job's headers; their deliveries are recorded as failed (too_large)",
 			"max_event_bytes", d.cfg.MaxEventBytes, "max_payload", mp, "max_event_bytes_that_always_fit", max(mp-jobHeadroom, 0))
 	}

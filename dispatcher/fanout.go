@@ -28,10 +28,12 @@ type pendingEvent struct {
 	// group, when some of the event's deliveries went direct, acks the
 	// event once they and the acker's part are all settled.
 	group *eventGroup
-	// redelivered: the event was handed out before (a crash, a hand-back),
-	// so its deliveries are stored as jobs, deduplicated against what the
-	// earlier round stored.
-	redelivered bool
+	// storeOnly: every delivery is stored as a job, none made direct. The
+	// event was handed out before (a crash, a hand-back), so its jobs are
+	// deduplicated against what the earlier round stored; or it is so
+	// large that its stored copies might not fit the server's max payload
+	// (the stored path records such deliveries as failed).
+	storeOnly bool
 }
 
 // gate pauses fan-out while the deliveries stream is nearly full (see
@@ -150,7 +152,7 @@ func (d *Dispatcher) fanout(msg jetstream.Msg, acks chan<- pendingEvent) {
 		return
 	}
 	p := pendingEvent{msg: msg, eventType: string(ev.Type), futures: make([]jetstream.PubAckFuture, 0, len(d.matchBuf)), stage: "fanout",
-		redelivered: meta.NumDelivered > 1}
+		storeOnly: meta.NumDelivered > 1 || !d.copiesFit(len(ev.Body))}
 	// Healthy webhooks get their job on the healthy subject. The rest go
 	// into bundles: one message for all the webhooks that are new or
 	// failing (the probation consumer expands it at their pace), and one
