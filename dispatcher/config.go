@@ -157,6 +157,13 @@ type Config struct {
 	// ProbationConnsPerHost each), apart from both other pools. Zero means
 	// Workers.
 	FreshWorkers int
+	// SlowWorkers caps attempts that left the healthy pool because they
+	// had run for ProvenLatency without an answer: a host that stops
+	// answering keeps the attempts it had started, but not the healthy
+	// workers, for the DeliveryTimeout they take to fail (see stall.go).
+	// When it is full, further such attempts keep their healthy worker.
+	// Zero means Workers.
+	SlowWorkers int
 	// ProbationConnsPerHost caps concurrent attempts to a host that is not
 	// proven, so a hanging host holds at most this many connections before
 	// its circuits open. Zero means 2.
@@ -220,6 +227,11 @@ type Config struct {
 	DisableAfter time.Duration
 	// DisableOnGone disables a webhook whose receiver answers 410 Gone.
 	DisableOnGone bool
+	// AnnounceRetry is the first wait before the webhook.disabled event is
+	// published again after a failed publish; it doubles up to 8 times
+	// this, until the event is stored or the dispatcher stops. Zero means
+	// 500ms.
+	AnnounceRetry time.Duration
 
 	// BeforeAck, when set, runs after a 2xx and before the job is acked.
 	// It exists for fault-injection tests (crash between delivery and ack);
@@ -273,6 +285,7 @@ func (c *Config) setDefaults() error {
 	def(&c.ProbationWorkers, max(c.Workers/4, 1))
 	def(&c.ProbationConnsPerHost, 2)
 	def(&c.FreshWorkers, c.Workers)
+	def(&c.SlowWorkers, c.Workers)
 	def(&c.ProbationHostQueue, 64)
 	def(&c.ProbationQueued, max(c.MaxAckPending/4, 1))
 	def(&c.ProbationAckPending, max(c.MaxAckPending/4, 1))
@@ -297,6 +310,9 @@ func (c *Config) setDefaults() error {
 	if c.DeferDelay <= 0 {
 		c.DeferDelay = 2 * time.Second
 	}
+	if c.AnnounceRetry <= 0 {
+		c.AnnounceRetry = 500 * time.Millisecond
+	}
 	if c.HealthSuccessInterval == 0 {
 		c.HealthSuccessInterval = time.Minute
 	}
@@ -312,7 +328,7 @@ func (c *Config) setDefaults() error {
 		"Workers": c.Workers, "FetchBatch": c.FetchBatch, "MaxAckPending": c.MaxAckPending, "Replicas": c.Replicas,
 		"ProbationWorkers": c.ProbationWorkers, "ProbationConnsPerHost": c.ProbationConnsPerHost,
 		"ProbationHostQueue": c.ProbationHostQueue, "ProbationQueued": c.ProbationQueued,
-		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers, "MaxDeliveries": c.MaxDeliveries,
+		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers, "SlowWorkers": c.SlowWorkers, "MaxDeliveries": c.MaxDeliveries,
 		"DirectPerHost": c.DirectPerHost, "DirectMax": c.DirectMax} {
 		if v < 0 {
 			return fmt.Errorf("dispatcher: %s must not be negative", name)

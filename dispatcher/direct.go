@@ -127,7 +127,7 @@ func (d *Dispatcher) tryDirect(p *pendingEvent, ev events.Event, webhookID strin
 	// A lane longer than DirectPerHost holds a backlog (at max rate, of
 	// stored jobs): a direct delivery queued behind it would wait for its
 	// deadline and be stored anyway, late.
-	if l == nil || !l.proven.Load() || int(l.direct.Load()) >= d.cfg.DirectPerHost || len(l.queue) >= d.cfg.DirectPerHost {
+	if l == nil || !d.isProven(l, time.Now()) || int(l.direct.Load()) >= d.cfg.DirectPerHost || len(l.queue) >= d.cfg.DirectPerHost {
 		return false
 	}
 	if p.group == nil {

@@ -40,6 +40,7 @@ type Dispatcher struct {
 	slots   chan struct{}    // attempts for healthy webhooks on proven hosts
 	trial   chan struct{}    // failing webhooks, probes, hosts that time out: the probation pool
 	fresh   chan struct{}    // first attempts to hosts not tried yet
+	slow    chan struct{}    // healthy-pool attempts unanswered after ProvenLatency (stall.go)
 	onTrial int              // jobs queued in lanes of unproven hosts; guarded by mu
 	health  *tracker
 	acks    chan pendingEvent // publishes whose acks settle a message; set by Run
@@ -87,6 +88,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		slots:   make(chan struct{}, cfg.Workers),
 		trial:   make(chan struct{}, cfg.ProbationWorkers),
 		fresh:   make(chan struct{}, cfg.FreshWorkers),
+		slow:    make(chan struct{}, cfg.SlowWorkers),
 	}
 	if d.health, err = newTracker(d); err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
@@ -166,6 +168,7 @@ loop:
 			break loop
 		case <-room.C:
 			d.checkRoom(ctx)
+			d.shedStalled(time.Now())
 		case <-tick.C:
 			d.sample(ctx, del)
 			d.pruneLanes(time.Now())
@@ -209,11 +212,29 @@ func (d *Dispatcher) warnIfEventsCannotFit() {
 	}
 }
 
+// ErrDeliveriesFull is returned by Redeliver, Resend and Replay while
+// fan-out is paused because the deliveries stream is nearly full: a manual
+// retry or a replay must not fill what fan-out keeps room in. It carries
+// RetryAfter, which the management API turns into a 503 with Retry-After.
+var ErrDeliveriesFull error = deliveriesFull{}
+
+type deliveriesFull struct{}
+
+func (deliveriesFull) Error() string {
+	return "dispatcher: the deliveries stream is nearly full; new deliveries wait until it drains"
+}
+
+// RetryAfter is how soon asking again may succeed.
+func (deliveriesFull) RetryAfter() time.Duration { return 30 * time.Second }
+
 // Redeliver queues a recorded failure for a fresh round of attempts. It
 // satisfies the management API's Redeliverer.
 func (d *Dispatcher) Redeliver(ctx context.Context, f registry.Failure) error {
 	if !f.EventType.Valid() || f.ID == "" || f.WebhookID == "" || f.EventID == "" {
 		return errors.New("dispatcher: failure record is incomplete")
+	}
+	if d.gate.paused() {
+		return fmt.Errorf("dispatcher: redeliver %s: %w", f.ID, ErrDeliveriesFull)
 	}
 	j := job{
 		DeliveryID: f.ID, WebhookID: f.WebhookID, Workspace: f.Workspace, EventID: f.EventID,
@@ -236,6 +257,9 @@ func (d *Dispatcher) Resend(ctx context.Context, ev events.Event, webhookID, tri
 	wh, ok := d.cfg.Subscriptions.Get(webhookID)
 	if !ok || wh.Workspace != ev.Workspace {
 		return fmt.Errorf("dispatcher: resend to webhook %s: %w", webhookID, registry.ErrNotFound)
+	}
+	if d.gate.paused() {
+		return fmt.Errorf("dispatcher: resend to webhook %s: %w", webhookID, ErrDeliveriesFull)
 	}
 	id := signature.DeliveryID(ev.ID, webhookID)
 	j := job{

@@ -3,8 +3,11 @@ package dispatcher
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/webhookd/webhookd/dispatcher/breaker"
 	"github.com/webhookd/webhookd/registry/health"
@@ -196,11 +199,14 @@ func (t *tracker) flush(ctx context.Context) {
 	}
 }
 
-// forgetDeleted drops the circuits of webhooks that no longer exist, so
-// the breaker holds only live, failing webhooks.
+// forgetDeleted drops the circuits of webhooks that no longer exist or are
+// disabled, so the breaker (and webhookd_circuits_open) holds only live,
+// failing webhooks on every instance. A disabled webhook takes no attempt,
+// so its circuit would otherwise stay open here until a restart; its shared
+// health record is kept for inspection, and enabling it resets both.
 func (t *tracker) forgetDeleted() {
 	for _, id := range t.br.Keys() {
-		if _, ok := t.d.cfg.Subscriptions.Get(id); !ok {
+		if w, ok := t.d.cfg.Subscriptions.Get(id); !ok || w.Disabled {
 			t.br.Reset(id)
 		}
 	}
@@ -263,6 +269,7 @@ func (t *tracker) disable(id, workspace, reason string, r health.Record) {
 			return
 		}
 		t.d.m.autoDisabled.WithLabelValues(reason).Inc()
+		t.br.Reset(id) // no attempts now: not an open circuit (see forgetDeleted)
 		t.d.log.Warn("webhook disabled", "webhook", id, "workspace", wh.Workspace, "reason", reason,
 			"failing_since", r.FailingSince, "last_status", r.LastStatus, "last_error_class", r.LastErrorClass)
 		body, _ := json.Marshal(disabledEvent{
@@ -270,11 +277,31 @@ func (t *tracker) disable(id, workspace, reason string, r health.Record) {
 			WorkflowID: wh.WorkflowID, Reason: reason, DisabledAt: now, FailingSince: r.FailingSince,
 			LastStatus: r.LastStatus, LastErrorClass: r.LastErrorClass,
 		})
-		subj := t.d.cfg.EventStream.Subjects.Operational(wh.Workspace, "webhook.disabled")
-		if _, err := t.d.js.Publish(ctx, subj, body); err != nil {
-			t.d.log.Error("publish webhook.disabled event", "webhook", id, "err", err)
-		}
+		t.announce(wh.Workspace, id, now, body)
 	})
+}
+
+// announce publishes the webhook.disabled event, retrying while NATS or the
+// events stream is unavailable: operators alert on it, so a blip must not
+// lose it. Its message id makes a retry after a lost ack store it once. A
+// stopping instance gives up and says so.
+func (t *tracker) announce(workspace, id string, at time.Time, body []byte) {
+	m := &nats.Msg{Subject: t.d.cfg.EventStream.Subjects.Operational(workspace, "webhook.disabled"), Data: body,
+		Header: nats.Header{"Nats-Msg-Id": []string{"webhook.disabled." + id + "." + strconv.FormatInt(at.UnixMilli(), 10)}}}
+	for wait := t.d.cfg.AnnounceRetry; ; wait = min(2*wait, 8*t.d.cfg.AnnounceRetry) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := t.d.js.PublishMsg(ctx, m)
+		cancel()
+		if err == nil {
+			return
+		}
+		if t.d.stopping.Load() {
+			t.d.log.Error("webhook.disabled event not published before shutdown", "webhook", id, "err", err)
+			return
+		}
+		t.d.log.Warn("publish webhook.disabled event failed; retrying", "webhook", id, "err", err, "in", wait)
+		time.Sleep(wait)
+	}
 }
 
 // disabledEvent is the body of the operational event

@@ -350,3 +350,47 @@ func TestTwoInstancesHonourOneCircuit(t *testing.T) {
 		t.Errorf("attempts continued with the circuit open: %d -> %d", seen, r.count())
 	}
 }
+
+// TestDisabledWebhookLeavesTheOpenCircuits: a webhook disabled for failing
+// with its circuit open is no longer counted in webhookd_circuits_open
+// (it takes no attempts, so its circuit would otherwise stay "open" until
+// a restart and keep the alert firing), and its deliveries parked by the
+// open circuit are recorded as failed once their cool-down brings them
+// back, one record per event.
+func TestDisabledWebhookLeavesTheOpenCircuits(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		policy: retry.Policy{Initial: 100 * time.Millisecond, MaxInterval: 200 * time.Millisecond, MaxAge: time.Hour},
+		cfg: func(c *dispatcher.Config) {
+			c.DisableAfter = 1500 * time.Millisecond
+			c.Breaker = breaker.Config{FailureThreshold: 2, Cooldown: 500 * time.Millisecond, MaxCooldown: time.Second}
+		}, disabler: true})
+	r := newReceiver(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
+	w := h.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+	const n = 20
+	for i := range n {
+		h.publish("events.acme.workflowRun.completed", completed, "e"+strconv.Itoa(i))
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, 15*time.Second, "circuit open", func() bool {
+		return value(t, h, "webhookd_breaker_transitions_total", "to", "open") > 0
+	})
+	waitFor(t, 15*time.Second, "disabled for failing", func() bool {
+		got, err := h.store.Get(context.Background(), "acme", w.ID)
+		return err == nil && got.Disabled && got.DisabledReason == "failing"
+	})
+	waitFor(t, 5*time.Second, "circuits_open back to 0", func() bool {
+		return value(t, h, "webhookd_circuits_open", "", "") == 0
+	})
+	waitFor(t, 15*time.Second, "every pending delivery recorded as failed", func() bool {
+		f, err := h.store.Failures(context.Background(), "acme", w.ID, 100)
+		if err != nil || len(f) != n {
+			return false
+		}
+		for _, x := range f {
+			if x.Reason != "disabled" {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -64,6 +64,11 @@ type lane struct {
 	// direct counts the host's direct deliveries not yet settled (see
 	// direct.go), bounded by Config.DirectPerHost.
 	direct atomic.Int32
+	// running counts attempts in flight; progressAt is when the latest
+	// one ended, or when the lane last went from idle to busy (see
+	// stall.go).
+	running    atomic.Int32
+	progressAt atomic.Int64
 }
 
 // reserve reports whether a bundle may create a job for host now, and
@@ -127,7 +132,7 @@ const freshRetryFloor = 100 * time.Millisecond
 // limits returns the lane's concurrency and queue caps.
 func (d *Dispatcher) limits(l *lane) (conns, queue int) {
 	switch {
-	case l.proven.Load():
+	case d.isProven(l, time.Now()):
 		return d.cfg.MaxConnsPerHost, d.cfg.HostQueue
 	case !l.tried.Load():
 		// Fresh: the probation limits, in the fresh pool (see run).
@@ -170,7 +175,7 @@ func (d *Dispatcher) enqueue(q queued) (ok bool, wait time.Duration) {
 			}
 		}
 		conns, queueCap := d.limits(l)
-		q.trial = !l.proven.Load()
+		q.trial = !d.isProven(l, time.Now())
 		if q.trial && d.onTrial >= d.cfg.ProbationQueued {
 			// Unproven hosts together may not hold more of the ack-pending
 			// window than this.
@@ -310,16 +315,19 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	// Capacity follows success: proven hosts and succeeding webhooks use
 	// the healthy pool, a host's first attempts the fresh pool, everything
 	// failing (and every probe) the probation pool.
+	// A stalled host (see stall.go) has lost that standing however its
+	// webhooks did before.
 	pool, gauge := d.trial, d.m.probation
 	switch {
 	case dec.Probe || st.Failures > 0:
+	case l.stalled(time.Now(), d.cfg.ProvenLatency):
 	case l.proven.Load() || d.health.succeeding(q.job.WebhookID):
 		pool, gauge = d.slots, d.m.inflight
 	case !l.tried.Load():
 		pool, gauge = d.fresh, d.m.fresh
 	}
-	pool <- struct{}{}
-	defer func() { <-pool }()
+	slot := d.acquireSlot(pool)
+	defer slot.release()
 	if d.stopping.Load() {
 		// Shutdown began while this job waited for a worker.
 		br.Abandon(q.job.WebhookID, dec.Probe)
@@ -345,8 +353,10 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	if !l.tried.Load() {
 		l.trying.CompareAndSwap(0, start.UnixNano())
 	}
+	l.attemptStarted(start)
 	res := d.attempt(q, t, dec.Probe)
 	end := time.Now()
+	l.attemptEnded(end)
 	gauge.Dec()
 	l.tried.Store(true)
 	l.lastUsed.Store(end.UnixNano())

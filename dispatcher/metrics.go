@@ -35,6 +35,9 @@ type metrics struct {
 	fanoutPaused    prometheus.Gauge
 	direct          prometheus.Counter
 	directStored    *prometheus.CounterVec
+	stalled         *prometheus.CounterVec
+	slowMoved       prometheus.Counter // stalled{action="moved"}
+	stalledShed     prometheus.Counter // stalled{action="shed"}
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -105,6 +108,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.directStored = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
 		Name: "deliveries_direct_stored_total", Help: "Direct deliveries that had to be stored after all, by reason: queued (still waiting in its lane at the deadline), attempting (attempt past the deadline: a continuation), handed_back."},
 		[]string{"reason"})
+	m.stalled = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+		Name: "deliveries_stalled_total", Help: "Work taken from hosts that stopped answering before their attempts time out, by action: moved (an attempt unanswered after the proven latency left the healthy pool), shed (a job queued for a stalled host was set aside)."},
+		[]string{"action"})
+	m.slowMoved, m.stalledShed = m.stalled.WithLabelValues("moved"), m.stalled.WithLabelValues("shed")
 	for _, st := range []string{"fanout", "delivery"} {
 		m.parked.WithLabelValues(st)
 	}
@@ -144,7 +151,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.eventsReceived, m.eventsRejected, m.jobsCreated, m.attempts,
 		m.attemptDuration, m.latency, m.failed, m.dropped, m.deferred, m.inflight, m.pendingRetry, m.backlog,
 		m.circuitsOpen, m.transitions, m.parked, m.autoDisabled, m.probation, m.fresh, m.syncWait, m.syncFailed, m.fanoutPaused,
-		m.direct, m.directStored} {
+		m.direct, m.directStored, m.stalled} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatcher: register metrics: %w", err)
 		}

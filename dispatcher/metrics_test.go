@@ -116,7 +116,7 @@ func TestMetricsLintClean(t *testing.T) {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				switch l.GetName() {
-				case "event_type", "outcome", "status_class", "reason", "to", "stage":
+				case "event_type", "outcome", "status_class", "reason", "to", "stage", "action":
 				default:
 					t.Errorf("metric %s has unexpected label %q", mf.GetName(), l.GetName())
 				}

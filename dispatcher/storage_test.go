@@ -308,7 +308,7 @@ func TestFanoutPausesWhileDeliveriesNearlyFull(t *testing.T) {
 	// pause mark is for such work in hand.
 	time.Sleep(1500 * time.Millisecond)
 	r := newReceiver(t, nil)
-	h.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+	w := h.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
 	const n = 20
 	for i := range n {
 		h.publish("events.acme.workflowRun.completed", completed, fmt.Sprintf("e%d", i))
@@ -317,6 +317,17 @@ func TestFanoutPausesWhileDeliveriesNearlyFull(t *testing.T) {
 	ci := consumerInfo(t, h.js, events.DefaultStreamName, "webhookd-fanout")
 	if r.count() != 0 || ci.NumPending != n || ci.NumAckPending != 0 {
 		t.Fatalf("while paused: %d delivered, %d events pending, %d held; want 0, %d, 0", r.count(), ci.NumPending, ci.NumAckPending, n)
+	}
+	// Manual retries and replays store jobs too: they wait with fan-out.
+	ev := events.Event{ID: "manual-1", Workspace: "acme", Type: events.WorkflowRunCompleted,
+		Subject: "events.acme.workflowRun.completed", Timestamp: time.Now(), Body: []byte(completed)}
+	if err := h.disp.Resend(ctx, ev, w.ID, "retry"); !errors.Is(err, dispatcher.ErrDeliveriesFull) {
+		t.Errorf("Resend while paused: %v, want ErrDeliveriesFull", err)
+	}
+	f := registry.Failure{ID: "d-1", WebhookID: w.ID, Workspace: "acme", EventID: "manual-2",
+		EventType: events.WorkflowRunCompleted, Subject: ev.Subject, Body: ev.Body}
+	if err := h.disp.Redeliver(ctx, f); !errors.Is(err, dispatcher.ErrDeliveriesFull) {
+		t.Errorf("Redeliver while paused: %v, want ErrDeliveriesFull", err)
 	}
 	s, err := h.js.Stream(ctx, "WEBHOOKD_DELIVERIES")
 	if err != nil {

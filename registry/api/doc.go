@@ -98,6 +98,8 @@
 //	TEST_UNAVAILABLE        501  test event requested but this server has no Tester
 //	DELIVERIES_UNAVAILABLE  501  delivery log route but this server keeps no delivery log
 //	REPLAY_UNAVAILABLE      501  replay route but this server runs no replays
+//	STORE_FULL              503  a manual retry while the deliveries stream is nearly full and fan-out is
+//	                             paused (Retry-After set); nothing was queued
 //	EVENT_EXPIRED           409  delivery retry of an event no longer in the events stream, with no failure record
 //	NOT_READY               503  /readyz while not ready (details.reason)
 //	REGISTRY_UNAVAILABLE    503  a write while the shared registry (NATS) is unreachable; nothing changed

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/webhookd/webhookd/registry"
 )
@@ -32,7 +34,16 @@ const (
 	codeDeliveriesUnavailable = "DELIVERIES_UNAVAILABLE"
 	codeEventExpired          = "EVENT_EXPIRED"
 	codeReplayUnavailable     = "REPLAY_UNAVAILABLE"
+	codeStoreFull             = "STORE_FULL"
 )
+
+// retryLater is an error of a dependency that is refusing work for a
+// while, not failing (the dispatcher's ErrDeliveriesFull): a 503 with
+// Retry-After, logged as nothing unexpected.
+type retryLater interface {
+	error
+	RetryAfter() time.Duration
+}
 
 // apiError is an error that already knows how it looks on the wire. Handlers
 // return it for client mistakes; everything else goes through toAPIError.
@@ -40,6 +51,8 @@ type apiError struct {
 	Status  int
 	Code    string
 	Details map[string]any
+	// RetryAfter, when positive, is sent as the Retry-After header.
+	RetryAfter time.Duration
 }
 
 func (e *apiError) Error() string {
@@ -81,9 +94,13 @@ func (s *Server) adapt(h handlerFunc) http.Handler {
 func toAPIError(err error) (*apiError, bool) {
 	var ae *apiError
 	var ve *registry.ValidationError
+	var busy retryLater
 	switch {
 	case errors.As(err, &ae):
 		return ae, false
+	case errors.As(err, &busy):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: codeStoreFull, RetryAfter: busy.RetryAfter(),
+			Details: map[string]any{"reason": busy.Error()}}, false
 	case errors.As(err, &ve):
 		return validationError(ve.Fields), false
 	case errors.Is(err, registry.ErrNotFound):
@@ -115,6 +132,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if unexpected {
 		s.log.ErrorContext(r.Context(), "request failed",
 			"request_id", requestID(r.Context()), "method", r.Method, "route", r.Pattern, "err", err)
+	}
+	if ae.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((ae.RetryAfter+time.Second-1)/time.Second), 10))
 	}
 	writeEnvelope(w, ae.Status, errorEnvelope{Status: "error", ErrorCode: ae.Code, Details: ae.Details})
 }

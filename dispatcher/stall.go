@@ -1,0 +1,138 @@
+package dispatcher
+
+import (
+	"sync"
+	"time"
+)
+
+// A host that was answering quickly and then stops answering at all is the
+// case the per-host limits alone do not cover: until one of its attempts
+// times out (a whole DeliveryTimeout), it would keep the standing it earned
+// — MaxConnsPerHost workers from the healthy pool, a HostQueue-long lane
+// whose jobs hold the healthy consumer's ack slots, direct deliveries — and
+// a few dozen such hosts failing together (one provider's outage) would
+// take the capacity every healthy host needs. So a lane whose attempts are
+// in flight and none has ended for ProvenLatency is stalled: it is treated
+// as unproven at once (probation limits, pool and queue), its excess queue
+// is set aside, and each of its attempts that has already run for
+// ProvenLatency moves out of the healthy pool into the SlowWorkers pool.
+
+// attemptStarted records an attempt beginning on the lane.
+func (l *lane) attemptStarted(now time.Time) {
+	if l.running.Add(1) == 1 {
+		l.progressAt.Store(now.UnixNano())
+	}
+}
+
+// attemptEnded records an attempt ending, which is progress whatever its
+// outcome: a host that answers, even slowly or with errors, is not stuck.
+func (l *lane) attemptEnded(now time.Time) {
+	l.progressAt.Store(now.UnixNano())
+	l.running.Add(-1)
+}
+
+// stalled reports whether attempts are in flight on the lane and none has
+// ended for longer than limit (Config.ProvenLatency).
+func (l *lane) stalled(now time.Time, limit time.Duration) bool {
+	return l.running.Load() > 0 && now.UnixNano()-l.progressAt.Load() > int64(limit)
+}
+
+// isProven reports whether the lane's host has the standing of a proven
+// host now: its latest attempt answered within ProvenLatency, and it has
+// not stalled since.
+func (d *Dispatcher) isProven(l *lane, now time.Time) bool {
+	return l.proven.Load() && !l.stalled(now, d.cfg.ProvenLatency)
+}
+
+// poolSlot is one attempt's place in a worker pool. A slot in the healthy
+// pool moves to the slow pool once the attempt has run for ProvenLatency
+// (if the slow pool has room), so the healthy pool bounds the attempts
+// that are answering, not those waiting out a DeliveryTimeout.
+type poolSlot struct {
+	mu    sync.Mutex
+	pool  chan struct{}
+	done  bool
+	timer *time.Timer
+}
+
+// acquireSlot takes a place in pool (blocking), and for the healthy pool
+// arms the move to the slow one.
+func (d *Dispatcher) acquireSlot(pool chan struct{}) *poolSlot {
+	pool <- struct{}{}
+	s := &poolSlot{pool: pool}
+	if pool == d.slots {
+		s.timer = time.AfterFunc(d.cfg.ProvenLatency, func() { s.move(d.slow, d.m.slowMoved) })
+	}
+	return s
+}
+
+// move hands the slot over to pool to if it has room; otherwise the
+// attempt keeps its healthy slot.
+func (s *poolSlot) move(to chan struct{}, moved interface{ Inc() }) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return
+	}
+	select {
+	case to <- struct{}{}:
+		<-s.pool
+		s.pool = to
+		moved.Inc()
+	default:
+	}
+}
+
+// release gives the slot back, wherever it is now.
+func (s *poolSlot) release() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mu.Lock()
+	s.done = true
+	<-s.pool
+	s.mu.Unlock()
+}
+
+// shedStalled sets aside the jobs queued in stalled lanes beyond the
+// probation queue, so a host that stopped answering gives the healthy
+// consumer's ack slots back within a second instead of holding up to
+// HostQueue of them until its attempts time out. Direct deliveries stay:
+// their deadline stores them as jobs anyway.
+func (d *Dispatcher) shedStalled(now time.Time) {
+	type shed struct {
+		q    queued
+		wait time.Duration
+	}
+	var out []shed
+	d.mu.Lock()
+	for _, l := range d.lanes {
+		if !l.proven.Load() || !l.stalled(now, d.cfg.ProvenLatency) || len(l.queue) <= d.cfg.ProbationHostQueue {
+			continue
+		}
+		keep := l.queue[:0:0]
+		for i, q := range l.queue {
+			if _, direct := q.msg.(*directMsg); direct || i < d.cfg.ProbationHostQueue {
+				keep = append(keep, q)
+				continue
+			}
+			if q.trial {
+				d.onTrial--
+			}
+			out = append(out, shed{q, d.cfg.DeferDelay})
+		}
+		l.queue = keep
+		if l.room != nil {
+			close(l.room)
+			l.room = nil
+		}
+	}
+	d.mu.Unlock()
+	for _, s := range out {
+		j := s.q.job
+		d.setAside(s.q.msg, &j, now.Add(jitter(s.wait)), "defer")
+	}
+	if len(out) > 0 {
+		d.m.stalledShed.Add(float64(len(out)))
+	}
+}
