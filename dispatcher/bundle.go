@@ -45,7 +45,9 @@ const (
 )
 
 // maxBundle bounds the webhooks in one bundle message, so its header stays
-// a few kilobytes whatever the fan-out.
+// a few kilobytes whatever the fan-out. It is part of the bundle format
+// (decodeBundle refuses more), and every instance must accept what any
+// other writes, so it is not a Config field.
 const maxBundle = 256
 
 // bundleID names chunk n of event eventID's bundles.

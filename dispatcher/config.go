@@ -117,8 +117,14 @@ type Config struct {
 	// DeferDelay is how long a job whose busy host has no room waits, stored
 	// again as a scheduled message, before it is offered again (plus up to
 	// half as much jitter); a host that is timing out waits a
-	// DeliveryTimeout instead, one not tried yet a second. Zero means 2s.
+	// DeliveryTimeout instead, and one not tried yet twice its first
+	// attempt's age so far, between FreshDeferMin and a second. Zero means
+	// 2s.
 	DeferDelay time.Duration
+	// FreshDeferMin is the shortest wait of a job set aside for a host not
+	// tried yet: a burst to a new, quick endpoint comes back this soon.
+	// Zero means 100ms.
+	FreshDeferMin time.Duration
 	// Workers caps concurrent attempts across all hosts. Zero means 2048.
 	Workers int
 	// FetchBatch is how many messages each consumer keeps buffered. Zero
@@ -127,6 +133,21 @@ type Config struct {
 	// MaxAckPending bounds unacknowledged delivery jobs per consumer across
 	// all instances. Zero means 20000.
 	MaxAckPending int
+	// FanoutAckPending bounds the fan-out consumer's events taken and not
+	// yet acked, across all instances: the events whose jobs are being
+	// stored, and those waiting for their direct deliveries (DirectMax).
+	// Zero means 4096.
+	FanoutAckPending int
+	// PullWait is how long one pull request stays open on the server. It
+	// bounds how long a lost request can stall a consumer, and how long
+	// shutdown waits for the round in progress; jobs a stopping instance
+	// hands back wait twice this. An idle consumer costs 1/PullWait
+	// requests a second. Zero means 250ms.
+	PullWait time.Duration
+	// LanePushBack is how long a job for a proven host whose lane is full
+	// but progressing waits for room before it is set aside: a busy
+	// healthy host slows intake rather than bouncing jobs. Zero means 1s.
+	LanePushBack time.Duration
 
 	// Isolation: how failing destinations are kept from the capacity that
 	// healthy ones need. A destination host is "proven" while its latest
@@ -168,6 +189,10 @@ type Config struct {
 	// proven, so a hanging host holds at most this many connections before
 	// its circuits open. Zero means 2.
 	ProbationConnsPerHost int
+	// HangingConnsPerHost caps concurrent attempts to a host whose latest
+	// attempt timed out, so the attempts running when its first timeout
+	// came end without others starting behind them. Zero means 1.
+	HangingConnsPerHost int
 	// ProbationHostQueue is how many jobs may wait for a host that is not
 	// proven. Zero means 64.
 	ProbationHostQueue int
@@ -200,8 +225,8 @@ type Config struct {
 	// 2*MaxConnsPerHost.
 	DirectPerHost int
 	// DirectMax caps direct deliveries not yet settled in this process, so
-	// they hold at most this share of the fan-out consumer's window of
-	// 4096 unacked events. Zero means 1024.
+	// they hold at most this share of the fan-out consumer's window
+	// (FanoutAckPending). Zero means FanoutAckPending/4.
 	DirectMax int
 
 	// LaneIdle is how long a host's lane, and with it the host's standing
@@ -216,9 +241,13 @@ type Config struct {
 	// none: only failures are kept, in Failures.
 	Attempts AttemptLog
 	// HealthSuccessInterval is how often a healthy webhook's last success
-	// time is rewritten in Health; other changes are written within a
-	// second. Zero means 1m.
+	// time is rewritten in Health; other changes are written within
+	// HealthFlushInterval. Zero means 1m.
 	HealthSuccessInterval time.Duration
+	// HealthFlushInterval is how often changed health records are written
+	// to Health (a circuit that opens or closes is written at once). Zero
+	// means 1s.
+	HealthFlushInterval time.Duration
 	// Disabler turns webhooks off (registry.Store satisfies it). Nil never
 	// disables anything.
 	Disabler Disabler
@@ -276,6 +305,8 @@ func (c *Config) setDefaults() error {
 	def(&c.FetchBatch, 512)
 	def(&c.MaxAckPending, 20000)
 	def(&c.MaxDeliveries, 50)
+	def(&c.FanoutAckPending, 4096)
+	def(&c.HangingConnsPerHost, 1)
 	if c.FanoutPauseAt == 0 {
 		c.FanoutPauseAt = 0.9
 	}
@@ -303,9 +334,21 @@ func (c *Config) setDefaults() error {
 		c.DirectDeadline = time.Second
 	}
 	def(&c.DirectPerHost, 2*c.MaxConnsPerHost)
-	def(&c.DirectMax, fanoutAckPending/4)
+	def(&c.DirectMax, max(c.FanoutAckPending/4, 1))
 	if c.LaneIdle <= 0 {
 		c.LaneIdle = time.Minute
+	}
+	if c.PullWait <= 0 {
+		c.PullWait = 250 * time.Millisecond
+	}
+	if c.LanePushBack <= 0 {
+		c.LanePushBack = time.Second
+	}
+	if c.FreshDeferMin <= 0 {
+		c.FreshDeferMin = 100 * time.Millisecond
+	}
+	if c.HealthFlushInterval <= 0 {
+		c.HealthFlushInterval = time.Second
 	}
 	if c.DeferDelay <= 0 {
 		c.DeferDelay = 2 * time.Second
@@ -329,7 +372,8 @@ func (c *Config) setDefaults() error {
 		"ProbationWorkers": c.ProbationWorkers, "ProbationConnsPerHost": c.ProbationConnsPerHost,
 		"ProbationHostQueue": c.ProbationHostQueue, "ProbationQueued": c.ProbationQueued,
 		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers, "SlowWorkers": c.SlowWorkers, "MaxDeliveries": c.MaxDeliveries,
-		"DirectPerHost": c.DirectPerHost, "DirectMax": c.DirectMax} {
+		"DirectPerHost": c.DirectPerHost, "DirectMax": c.DirectMax, "FanoutAckPending": c.FanoutAckPending,
+		"HangingConnsPerHost": c.HangingConnsPerHost} {
 		if v < 0 {
 			return fmt.Errorf("dispatcher: %s must not be negative", name)
 		}

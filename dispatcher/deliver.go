@@ -44,7 +44,7 @@ type target struct {
 // job and hands it to its host's lane without blocking on I/O.
 func (d *Dispatcher) receive(msg jetstream.Msg) {
 	if d.stopping.Load() {
-		d.handBack(msg, shutdownHandBack)
+		d.handBack(msg, d.shutdownHandBack())
 		return
 	}
 	// The delivery bound (Config.MaxDeliveries) is kept here rather than by

@@ -44,10 +44,6 @@ import (
 //     outcome deletes (or replaces, with a retry or a parked copy on the
 //     same schedule subject).
 
-// fanoutAckPending is the fan-out consumer's ack window: events taken and
-// not yet acked, across all instances.
-const fanoutAckPending = 4096
-
 // eventGroup acks an event once all its parts are settled: one part for
 // the acker (the event's stored jobs and bundles) and one per direct
 // delivery. A part settled with an error hands the event back instead.

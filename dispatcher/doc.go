@@ -9,7 +9,10 @@
 //     one delivery job per (event, subscription) to the deliveries stream,
 //     with Nats-Msg-Id "<deliveryId>" so a replayed fan-out is deduplicated
 //     by the server. Only when every job publish is acknowledged is the
-//     event acked. A malformed event is terminated, counted and logged once.
+//     event acked; a healthy webhook's first attempt may instead be made
+//     straight from the event (direct.go), which then stays unacked until
+//     that attempt succeeded or the delivery's next state is stored. A
+//     malformed event is terminated, counted and logged once.
 //
 //  2. Delivery. Durable consumers on the deliveries stream hand each job
 //     to a per-destination-host lane (bounded concurrency and queue), which
@@ -30,7 +33,9 @@
 // travel on probation subjects with their own consumer and ack window, as
 // one bundle per event when there are several; an open circuit's jobs are
 // parked as scheduled messages until it half-opens; attempts draw on three
-// worker pools (healthy, fresh hosts, probation); and a webhook failing for
+// worker pools (healthy, fresh hosts, probation), and a host that stops
+// answering loses its place in the healthy one within ProvenLatency
+// (stall.go); and a webhook failing for
 // DisableAfter, or answering 410, is disabled with an operational event.
 //
 // Several webhookd processes may run against one NATS cluster: they share the

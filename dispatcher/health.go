@@ -181,7 +181,7 @@ func (t *tracker) observe(r health.Record) {
 
 // flush writes the dirty records until ctx ends, then once more.
 func (t *tracker) flush(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(t.d.cfg.HealthFlushInterval)
 	defer tick.Stop()
 	for n := 0; ; {
 		select {

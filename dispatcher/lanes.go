@@ -116,18 +116,14 @@ func (d *Dispatcher) overflowWait(l *lane) time.Duration {
 		// second; a burst to a new quick endpoint waits 100 ms, not 1 s.
 		wait := min(time.Second, d.cfg.DeferDelay)
 		if t0 := l.trying.Load(); t0 != 0 {
-			wait = min(wait, max(freshRetryFloor, 2*time.Since(time.Unix(0, t0))))
+			wait = min(wait, max(d.cfg.FreshDeferMin, 2*time.Since(time.Unix(0, t0))))
 		} else {
-			wait = min(wait, freshRetryFloor)
+			wait = min(wait, d.cfg.FreshDeferMin)
 		}
 		return wait
 	}
 	return d.cfg.DeferDelay
 }
-
-// freshRetryFloor is the shortest wait of a job set aside for a host not
-// tried yet.
-const freshRetryFloor = 100 * time.Millisecond
 
 // limits returns the lane's concurrency and queue caps.
 func (d *Dispatcher) limits(l *lane) (conns, queue int) {
@@ -138,7 +134,7 @@ func (d *Dispatcher) limits(l *lane) (conns, queue int) {
 		// Fresh: the probation limits, in the fresh pool (see run).
 		return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 	case l.hanging.Load():
-		return 1, d.cfg.ProbationHostQueue
+		return d.cfg.HangingConnsPerHost, d.cfg.ProbationHostQueue
 	}
 	return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 }
@@ -151,14 +147,14 @@ func (l *lane) progressing(now time.Time) bool {
 
 // enqueue places q in its host's lane, starting a worker if the lane has
 // room for one. When the lane is full but progressing it waits for room
-// (up to a second), which pushes back on the consumer: a busy healthy host
+// (up to LanePushBack), which pushes back on the consumer: a busy healthy host
 // should slow intake, not bounce jobs. A full lane that is stuck reports
 // false at once, and the caller hands the job back to JetStream.
 //
 // When it reports false, wait is how long the job should be set aside
 // (see overflowWait).
 func (d *Dispatcher) enqueue(q queued) (ok bool, wait time.Duration) {
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(d.cfg.LanePushBack)
 	arrived := false // counted against the lane's reservations
 	d.mu.Lock()
 	for {
@@ -270,7 +266,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 		return // stored as a job at its deadline
 	}
 	if d.stopping.Load() {
-		d.handBack(q.msg, shutdownHandBack)
+		d.handBack(q.msg, d.shutdownHandBack())
 		return
 	}
 	t, ok := d.target(q.job.WebhookID)
@@ -331,7 +327,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	if d.stopping.Load() {
 		// Shutdown began while this job waited for a worker.
 		br.Abandon(q.job.WebhookID, dec.Probe)
-		d.handBack(q.msg, shutdownHandBack)
+		d.handBack(q.msg, d.shutdownHandBack())
 		return
 	}
 	if !dec.Probe && br.Status(q.job.WebhookID).State != breaker.Closed {
@@ -379,7 +375,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 // last pull round: with no delay the server would hand them straight back
 // to the round still open, again and again, spending each job's
 // MaxDeliveries within a second.
-const shutdownHandBack = 2 * pullWait
+func (d *Dispatcher) shutdownHandBack() time.Duration { return 2 * d.cfg.PullWait }
 
 func (d *Dispatcher) handBack(msg jetstream.Msg, delay time.Duration) {
 	var err error

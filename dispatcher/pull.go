@@ -10,14 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// pullWait is how long one pull request stays open on the server. It
-// bounds how long a lost request can stall a consumer, and how long
-// shutdown waits for the round in progress. An idle consumer costs four
-// requests a second. (It was 1 s; shortening it was first tried against
-// a tail stall of max-rate runs, which turned out to be the wait of jobs
-// set aside for hosts not tried yet: see overflowWait.)
-const pullWait = 250 * time.Millisecond
-
 // pullLoop feeds handle with cons's messages, one bounded pull request
 // (Fetch) at a time, until ctx ends; it returns once the round in progress
 // is handled.
@@ -39,7 +31,7 @@ func (d *Dispatcher) pullLoop(ctx context.Context, stage string, cons jetstream.
 	}
 	retry := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(d.cfg.FetchBatch, jetstream.FetchMaxWait(pullWait))
+		batch, err := cons.Fetch(d.cfg.FetchBatch, jetstream.FetchMaxWait(d.cfg.PullWait))
 		if err != nil {
 			// Disconnected or the consumer is gone for now; the connection
 			// reconnects by itself and Run's readiness reports it. Say so

@@ -82,7 +82,7 @@ func (d *Dispatcher) setup(ctx context.Context) (fan, del, trial jetstream.Consu
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		MaxDeliver:    -1,
-		MaxAckPending: fanoutAckPending,
+		MaxAckPending: d.cfg.FanoutAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		FilterSubject: evCfg.Subjects.Filter(),
 	})

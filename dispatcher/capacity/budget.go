@@ -23,6 +23,14 @@ type Limits struct {
 	// Health is the health bucket's MaxBytes (health.Config.MaxBytes);
 	// at it, health changes stay local to each instance until room returns.
 	Health int64
+	// Keys is the API key bucket's MaxBytes (apikeys.Config.MaxBytes,
+	// about 250 bytes per key, and records are never deleted); at it,
+	// `webhookd keys create` is refused, existing keys keep working.
+	Keys int64
+	// Replays is the replay bucket's MaxBytes (replay.Config.MaxBytes,
+	// about 600 bytes per job); at it, new replays are refused until the
+	// bucket's TTL frees room.
+	Replays int64
 	// Reserve is left to no stream: consumer state, the file store's own
 	// files, and what fan-out lets the deliveries stream overshoot by.
 	Reserve int64
@@ -39,13 +47,17 @@ const (
 	attemptsShare  = 100 // 10%
 	registryShare  = 50  // 5%: ~1.4 million subscriptions at 10 GiB
 	healthShare    = 20  // 2%
-	reserveShare   = 50  // 5%
+	keysShare      = 10  // 1%: ~2,600 keys at MinStore, the cap at 6.4 GiB
+	replaysShare   = 10  // 1%: ~1,100 replay records at MinStore
+	reserveShare   = 30  // 3%
 	deliveriesRest = 55  // percent of what is left; events get the other 45
 
 	failuresCap = 16 << 30
 	attemptsCap = 16 << 30
 	registryCap = 4 << 30 // ~11 million subscriptions
 	healthCap   = 1 << 30
+	keysCap     = 64 << 20  // ~250,000 key records
+	replaysCap  = 256 << 20 // ~450,000 replay records
 )
 
 // Budget splits a JetStream store of maxStore bytes between webhookd's
@@ -55,7 +67,9 @@ const (
 //	Attempts   10%, at most 16 GiB
 //	Registry    5%, at most 4 GiB
 //	Health      2%, at most 1 GiB
-//	Reserve     5%
+//	Keys        1%, at most 64 MiB
+//	Replays     1%, at most 256 MiB
+//	Reserve     3%
 //	Deliveries 55% of the rest
 //	Events     45% of the rest
 //
@@ -63,9 +77,15 @@ const (
 // because what it holds is work nobody can discard, whereas the events
 // stream mostly holds history: events fanned out already, which the
 // Monitor trims under pressure. For 10 GiB that is 1 GiB, 1 GiB,
-// 512 MiB, ~205 MiB and 512 MiB, then ~3.74 GiB for deliveries and
-// ~3.06 GiB for events. Every share but Deliveries and Reserve is a stream MaxBytes the
-// server reserves, so they always fit the store together. A maxStore of
+// 512 MiB, ~205 MiB, 64 MiB, ~102 MiB and ~307 MiB, then ~3.76 GiB for
+// deliveries and ~3.08 GiB for events.
+//
+// Every share but Deliveries and Reserve is a stream MaxBytes the server
+// reserves against its store when the stream is created, so they must fit
+// the store together even at MinStore: that is why the small buckets are
+// shares rather than fixed sizes (a fixed 64 MiB keys bucket alone would
+// not fit a 64 MiB store). The reserve was 5% before the keys and replay
+// buckets came into the budget; their 2% came out of it. A maxStore of
 // zero or less means no budget: the zero Limits, every stream unbounded
 // but for the failure stream's own default.
 func Budget(maxStore int64) Limits {
@@ -84,9 +104,11 @@ func Budget(maxStore int64) Limits {
 		Attempts: share(attemptsShare, attemptsCap),
 		Registry: share(registryShare, registryCap),
 		Health:   share(healthShare, healthCap),
+		Keys:     share(keysShare, keysCap),
+		Replays:  share(replaysShare, replaysCap),
 		Reserve:  share(reserveShare, 0),
 	}
-	rest := maxStore - l.Failures - l.Attempts - l.Registry - l.Health - l.Reserve
+	rest := maxStore - l.Failures - l.Attempts - l.Registry - l.Health - l.Keys - l.Replays - l.Reserve
 	l.Deliveries = max(scale(rest, deliveriesRest, 100), 1)
 	l.Events = max(rest-l.Deliveries, 1)
 	return l
@@ -103,7 +125,9 @@ func scale(n, num, den int64) int64 {
 
 // Reserved is what the server reserves for these limits: the MaxBytes of
 // every stream that has one. It never exceeds the store Budget split.
-func (l Limits) Reserved() int64 { return l.Events + l.Failures + l.Attempts + l.Registry + l.Health }
+func (l Limits) Reserved() int64 {
+	return l.Events + l.Failures + l.Attempts + l.Registry + l.Health + l.Keys + l.Replays
+}
 
 // Total is every share together: the store Budget split.
 func (l Limits) Total() int64 { return l.Reserved() + l.Deliveries + l.Reserve }

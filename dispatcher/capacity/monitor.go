@@ -8,9 +8,13 @@
 // that are nearly full through Ready, and trims the events stream: when it
 // is above TrimAt of its limit, it purges the oldest events that fan-out
 // has already acknowledged, so storage pressure shortens the replay window
-// rather than refusing new events. It never purges an event fan-out has
-// not finished with: such events wait, and once they fill the stream,
-// publishers are refused (the stream discards new messages, never old).
+// rather than refusing new events; and it purges the events older than
+// Retention that fan-out has acknowledged, which is how the events stream's
+// retention is kept (the stream has no server-side MaxAge, see
+// events.StreamConfig.MaxAge). It never purges an event fan-out has not
+// finished with, however old: such events wait, and once they fill the
+// stream, publishers are refused (the stream discards new messages, never
+// old).
 package capacity
 
 import (
@@ -67,6 +71,14 @@ type Config struct {
 	// ReadyAt is the fill at which Ready reports a stream (one whose limit
 	// refuses writes, not one that drops its oldest). Zero means 0.95.
 	ReadyAt float64
+	// Retention is how long the events stream keeps an event once fanned
+	// out (--event-retention): each sample purges the fanned-out events
+	// older than this, by their stored time. Events fan-out has not
+	// acknowledged stay, whatever their age. Zero means 7 days, the
+	// events.StreamConfig default.
+	Retention time.Duration
+	// Now is the clock event ages are judged by. Nil means time.Now.
+	Now func() time.Time
 	// Logger receives operational logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the metrics. Nil means none.
@@ -96,12 +108,14 @@ type Monitor struct {
 	bytes   *prometheus.GaugeVec
 	limit   *prometheus.GaugeVec
 	trimmed prometheus.Counter
+	expired prometheus.Counter
 	running atomic.Bool
 
 	mu    sync.Mutex
 	usage map[string]*usage
 	order []string // events stream first, then Streams
 	stuck bool     // events stream over TrimAt with nothing to trim; logged once
+	aging bool     // events past Retention that fan-out still holds; logged once
 }
 
 // New validates cfg and registers the metrics.
@@ -127,7 +141,15 @@ func New(cfg Config) (*Monitor, error) {
 	if cfg.ReadyAt == 0 {
 		cfg.ReadyAt = 0.95
 	}
+	if cfg.Retention == 0 {
+		cfg.Retention = 7 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	switch {
+	case cfg.Retention < 0:
+		return nil, fmt.Errorf("capacity: Config.Retention must not be negative, got %s", cfg.Retention)
 	case cfg.Interval < 0:
 		return nil, fmt.Errorf("capacity: Config.Interval must not be negative, got %s", cfg.Interval)
 	case cfg.TrimAt < 0 || cfg.TrimTo <= 0 || cfg.TrimTo >= cfg.TrimAt:
@@ -150,6 +172,8 @@ func New(cfg Config) (*Monitor, error) {
 			[]string{"stream", "policy"}),
 		trimmed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "events_trimmed_total",
 			Help: "Events purged from the events stream under storage pressure after they had been fanned out (the replay window shrank)."}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "events_expired_total",
+			Help: "Events purged from the events stream because they were older than the retention (--event-retention), after they had been fanned out."}),
 		usage: make(map[string]*usage),
 	}
 	for _, name := range append([]string{cfg.EventsStream}, streamNames(cfg.Streams)...) {
@@ -163,7 +187,7 @@ func New(cfg Config) (*Monitor, error) {
 		m.limit.WithLabelValues(name, policyRefuse)
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{m.bytes, m.limit, m.trimmed} {
+		for _, c := range []prometheus.Collector{m.bytes, m.limit, m.trimmed, m.expired} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("capacity: register metrics: %w", err)
 			}
@@ -258,68 +282,6 @@ func (m *Monitor) record(name string, info *jetstream.StreamInfo, override int64
 	}
 	m.bytes.WithLabelValues(name).Set(float64(u.bytes))
 	m.limit.WithLabelValues(name, u.policy).Set(float64(u.limit))
-}
-
-// trim purges fanned-out events while the events stream is above TrimAt,
-// down to about TrimTo. Purging by sequence removes the oldest events
-// first and never one at or above the fan-out consumer's first
-// unacknowledged event, so no event that still has to be fanned out is
-// ever lost, whatever the estimate below gets wrong.
-func (m *Monitor) trim(ctx context.Context, st jetstream.Stream, info *jetstream.StreamInfo) {
-	limit, bytes, msgs := info.Config.MaxBytes, info.State.Bytes, info.State.Msgs
-	if limit <= 0 || m.cfg.TrimAt >= 1 || msgs == 0 || float64(bytes) < m.cfg.TrimAt*float64(limit) {
-		m.setStuck(false, "", 0, 0)
-		return
-	}
-	fill := float64(bytes) / float64(limit)
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	cons, err := st.Consumer(ctx, m.cfg.FanoutConsumer)
-	if err != nil {
-		// Not created yet, or NATS trouble: nothing is known fanned out.
-		m.setStuck(true, "the fan-out consumer is unreadable: "+err.Error(), fill, limit)
-		return
-	}
-	floor, first := cons.CachedInfo().AckFloor.Stream, info.State.FirstSeq
-	if floor < first {
-		m.setStuck(true, "fan-out is behind or paused", fill, limit)
-		return
-	}
-	// Messages to drop, from the average size: the purge is by sequence.
-	avg := float64(bytes) / float64(msgs)
-	n := uint64(math.Ceil((float64(bytes) - m.cfg.TrimTo*float64(limit)) / avg))
-	upTo := min(first+n, floor+1) // purge removes sequences below upTo
-	if err := st.Purge(ctx, jetstream.WithPurgeSequence(upTo)); err != nil {
-		m.log.Warn("trimming the events stream failed", "stream", info.Config.Name, "err", err)
-		return
-	}
-	after, err := st.Info(ctx)
-	if err != nil {
-		return
-	}
-	var purged uint64
-	if after.State.FirstSeq > first {
-		purged = after.State.FirstSeq - first
-	}
-	m.trimmed.Add(float64(purged))
-	m.record(info.Config.Name, after, 0, nil)
-	m.setStuck(false, "", 0, 0)
-	m.log.Info("events stream trimmed: fanned-out events purged under storage pressure, the replay window is shorter",
-		"stream", info.Config.Name, "purged", purged, "fill_before", pct(fill),
-		"fill_after", pct(float64(after.State.Bytes)/float64(limit)), "oldest_kept", after.State.FirstTime)
-}
-
-// setStuck logs, once per episode, that the events stream is filling with
-// events fan-out has not taken yet, which no trim can free.
-func (m *Monitor) setStuck(stuck bool, why string, fill float64, limit int64) {
-	m.mu.Lock()
-	was := m.stuck
-	m.stuck = stuck
-	m.mu.Unlock()
-	if stuck && !was {
-		m.log.Warn("events stream above its trim mark with nothing fanned out to trim; publishers are refused once it is full",
-			"stream", m.cfg.EventsStream, "why", why, "fill", pct(fill), "limit_bytes", limit)
-	}
 }
 
 // Ready reports nil while every stream whose limit refuses writes is below
