@@ -394,3 +394,84 @@ func TestDisabledWebhookLeavesTheOpenCircuits(t *testing.T) {
 		return true
 	})
 }
+
+// TestCircuitOpenedElsewhereIsAdopted isolates the sharing of a circuit:
+// instance B's own breaker could never open (a threshold of 1000), so when
+// B stops attempting, it is because it adopted the circuit A opened, from
+// the shared health record. It logs how long that took.
+func TestCircuitOpenedElsewhereIsAdopted(t *testing.T) {
+	var disps [2]*dispatcher.Dispatcher
+	var mu sync.Mutex
+	setup := func(i int, threshold int, agent string) func(c *dispatcher.Config) {
+		return func(c *dispatcher.Config) {
+			js, err := jetstream.New(c.Conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs, err := health.New(health.Config{JetStream: js, OnChange: func(r health.Record) {
+				mu.Lock()
+				d := disps[i]
+				mu.Unlock()
+				if d != nil {
+					d.ObserveHealth(r)
+				}
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = hs.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			c.Health, c.UserAgent = hs, agent
+			c.Breaker = breaker.Config{FailureThreshold: threshold, Cooldown: time.Minute}
+		}
+	}
+	a := newHarness(t, harnessOpts{cfg: setup(0, 2, "instance-a")})
+	b := a.second(t, setup(1, 1000, "instance-b"))
+	mu.Lock()
+	disps[0], disps[1] = a.disp, b.disp
+	mu.Unlock()
+	var fromB atomic.Int64
+	r := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.UserAgent() == "instance-b" {
+			fromB.Add(1)
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(r.Close)
+	w := a.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+
+	stop := make(chan struct{})
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			a.publish("events.acme.workflowRun.completed", completed, "e"+strconv.Itoa(i))
+		}
+	}()
+	defer func() { close(stop); <-published }()
+
+	waitFor(t, 15*time.Second, "circuit open on A", func() bool { return value(t, a, "webhookd_circuits_open", "", "") == 1 })
+	opened := time.Now()
+	waitFor(t, 5*time.Second, "B adopts A's circuit", func() bool {
+		return b.disp.Health(w.ID).State == health.CircuitOpen && value(t, b, "webhookd_circuits_open", "", "") == 1
+	})
+	t.Logf("B honoured the circuit %s after A opened it", time.Since(opened).Round(time.Millisecond))
+	// Jobs B already held may still be in flight; after that, with a
+	// one-minute cool-down, B attempts nothing while events keep coming.
+	time.Sleep(500 * time.Millisecond)
+	seen := fromB.Load()
+	time.Sleep(2 * time.Second)
+	if got := fromB.Load(); got != seen {
+		t.Errorf("B kept attempting after adopting the open circuit: %d -> %d requests", seen, got)
+	}
+	if v := value(t, b, "webhookd_breaker_transitions_total", "to", "open"); v != 1 {
+		t.Errorf("B's transitions to open = %v, want 1 (adopted)", v)
+	}
+}
