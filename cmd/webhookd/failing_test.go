@@ -101,6 +101,7 @@ func (l chanListener) Addr() net.Addr { return l.h.ln.Addr() }
 type healthView struct {
 	Enabled        bool
 	DisabledReason string
+	DisabledAt     string
 	Health         struct {
 		State               string
 		ConsecutiveFailures int
@@ -203,6 +204,11 @@ func TestAutoDisable(t *testing.T) {
 		{"gone", nil, http.StatusGone, "gone"},
 		{"failing too long", []string{"--disable-after", "2s", "--retry-initial", "200ms", "--circuit-failures", "1000"},
 			http.StatusInternalServerError, "failing"},
+		// The usual case: the circuit opens long before --disable-after,
+		// and only its probes keep failing.
+		{"failing too long behind an open circuit", []string{"--disable-after", "3s", "--retry-initial", "200ms",
+			"--circuit-failures", "2", "--circuit-cooldown", "300ms", "--circuit-max-cooldown", "600ms"},
+			http.StatusInternalServerError, "failing"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -246,8 +252,17 @@ func TestAutoDisable(t *testing.T) {
 			if ev.Type != "webhook.disabled" || ev.WebhookID != id || ev.Workspace != "acme" || ev.Reason != tt.reason {
 				t.Errorf("operational event = %+v", ev)
 			}
-			if v := d.webhook(id); v.Enabled || v.DisabledReason != tt.reason {
+			if v := d.webhook(id); v.Enabled || v.DisabledReason != tt.reason || v.DisabledAt == "" {
 				t.Errorf("after disable: %+v", v)
+			}
+			// Every event's delivery ends recorded as failed, whether it was
+			// given up on its own (410) or pending when the webhook was
+			// disabled, so it can be inspected and retried later.
+			waitUntil(t, 20*time.Second, "the 3 deliveries recorded as failed", func() bool { return len(d.failures(id)) == 3 })
+			for _, f := range d.failures(id) {
+				if f.Reason != "disabled" && f.Reason != tt.reason {
+					t.Errorf("failure record reason %q, want disabled or %s", f.Reason, tt.reason)
+				}
 			}
 			waitUntil(t, 10*time.Second, "disabled gauge", func() bool { return metricValue(t, d, "webhookd_webhooks_disabled") == 1 })
 
