@@ -60,22 +60,35 @@ type Change struct {
 	Value    []byte
 	Revision uint64
 	// Direct marks an entry applied out of the journal's order (ahead of
-	// the watch): its Revision is checked but not recorded as the point
-	// to resume from.
+	// the watch): its Revision is not recorded as the point to resume
+	// from. The Store does not compare revisions (it keeps none per
+	// webhook); the journal must not hand it an entry older than what it
+	// already applied.
 	Direct bool
 }
 
 // ApplyChanges makes the Store match a run of journal entries, in one
 // bbolt transaction, and records the last entry's revision (unless it is
-// 0) as the point to resume from. A value for an id the Store has replaces
-// that webhook (an update). It is idempotent: applying an entry twice, or
-// deleting an id the Store never had, changes nothing.
+// 0) as the point to resume from, or the revision before the run's first
+// entry refused as sealed: a restart must read that entry again, since
+// nothing else remembers that the copy lacks it. A value for an id the
+// Store has replaces that webhook (an update). It is idempotent: applying
+// an entry twice, or deleting an id the Store never had, changes nothing.
 //
 // Each value is decoded and held to the API's rules first (see Refusal):
 // an invalid one is applied as a deletion of its id, one sealed with an
 // unknown key changes nothing. Both are returned, in order; the error is
 // for bbolt failures only, after which nothing was applied.
 func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
+	return s.ApplyChangesHolding(changes, 0)
+}
+
+// ApplyChangesHolding is ApplyChanges for a journal that still lacks an
+// entry an earlier run refused as sealed, the oldest at revision hold (0:
+// none): the resume point it records stays below hold, so that a restart
+// reads the entry again and knows its copy is incomplete, instead of
+// resuming past it.
+func (s *Store) ApplyChangesHolding(changes []Change, hold uint64) ([]Refusal, error) {
 	if len(changes) == 0 {
 		return nil, nil
 	}
@@ -163,7 +176,7 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 			return nil // applied out of the journal's order: no resume point
 		}
 		var rev [8]byte
-		binary.BigEndian.PutUint64(rev[:], last)
+		binary.BigEndian.PutUint64(rev[:], resumePoint(changes, puts, last, hold))
 		return tx.Bucket(bucketMeta).Put(keyRevision, rev[:])
 	})
 	if err != nil {
@@ -179,6 +192,25 @@ func (s *Store) ApplyChanges(changes []Change) ([]Refusal, error) {
 		}
 	}
 	return refused, nil
+}
+
+// resumePoint is the revision a run records as applied: its last, but
+// below the first entry it refused as sealed and below hold (see
+// ApplyChangesHolding). It may be 0, which makes the next start read the
+// journal whole.
+func resumePoint(changes []Change, puts []*Webhook, last, hold uint64) uint64 {
+	for i, c := range changes {
+		if c.Value != nil && puts[i] == errSealedEntry && c.Revision > 0 {
+			if hold == 0 || c.Revision < hold {
+				hold = c.Revision
+			}
+			break
+		}
+	}
+	if hold > 0 && hold <= last {
+		return hold - 1
+	}
+	return last
 }
 
 // Markers decodeChanges leaves for refused values: an invalid entry is

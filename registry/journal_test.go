@@ -167,3 +167,69 @@ func (j *loopJournal) Delete(_ context.Context, id string) error {
 	_, err := j.s.ApplyChanges([]Change{{ID: id, Revision: j.rev}})
 	return err
 }
+
+// TestResumePointStaysBeforeSealedEntry: an entry this Store cannot open
+// keeps the recorded resume point below it, in its own run and, through
+// hold, in later ones, so a restart reads it again instead of resuming
+// past it.
+func TestResumePointStaysBeforeSealedEntry(t *testing.T) {
+	k1, k2 := make([]byte, 32), make([]byte, 32)
+	k2[0] = 1
+	open := func(path string, key []byte) *Store {
+		sealer, err := NewSealer([][]byte{key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(Config{Path: path, Sealer: sealer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	writer, s := open(filepath.Join(t.TempDir(), "w.db"), k1), open(filepath.Join(t.TempDir(), "r.db"), k2)
+	value := func(s *Store) (string, []byte) {
+		w, err := New("acme", Input{URL: "https://e.example/", EventType: "workflowRun.completed"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.Encode(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w.ID, v
+	}
+	resume := func() uint64 {
+		rev, err := s.JournalRevision()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	ownID, own := value(s)
+	lockedID, locked := value(writer)
+	refused, err := s.ApplyChanges([]Change{{ID: ownID, Value: own, Revision: 4}, {ID: lockedID, Value: locked, Revision: 5},
+		{Revision: 6}})
+	if err != nil || len(refused) != 1 || refused[0].Reason != RefusedSealed {
+		t.Fatalf("refused %v, %v; want the entry sealed with the other key", refused, err)
+	}
+	if got := resume(); got != 4 {
+		t.Fatalf("resume point %d after a run with a sealed entry at 5, want 4", got)
+	}
+	laterID, later := value(s)
+	if _, err := s.ApplyChangesHolding([]Change{{ID: laterID, Value: later, Revision: 7}}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if got := resume(); got != 4 {
+		t.Fatalf("resume point %d with the entry at 5 still held, want 4", got)
+	}
+	if _, err := s.ApplyChanges([]Change{{ID: lockedID, Revision: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := resume(); got != 8 {
+		t.Fatalf("resume point %d once nothing is held, want 8", got)
+	}
+	if _, ok := s.Index().Get(laterID); !ok {
+		t.Fatal("an entry after the held one was not applied")
+	}
+}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -23,7 +24,9 @@ var ErrSealed = errors.New("registry: webhook secrets are encrypted with a key t
 // Sealer encrypts webhook signing secrets at rest with AES-256-GCM. The
 // first key seals; every key opens, so a rotation is: put the new key first,
 // keep the old one after it, restart (every secret is re-sealed with the new
-// key at Open), then drop the old key.
+// key at Open), then drop the old key. Instances sharing a registry must
+// all be able to open the new key before any puts it first (see
+// registry/replica for how the shared copy follows).
 type Sealer struct {
 	ids   []string // ids[0] is the sealing key
 	aeads map[string]cipher.AEAD
@@ -121,4 +124,26 @@ func (s *Sealer) open(stored string) (plain string, needsReseal bool, err error)
 		return "", false, errors.New("registry: sealed secret does not authenticate (wrong key or corrupt)")
 	}
 	return string(p), id != s.ids[0], nil
+}
+
+// SealedWithOtherKey reports whether stored webhook bytes hold a secret
+// sealed with a key other than the first (false without a Sealer): one a
+// shared registry still has to re-seal after a rotation. It reads the key
+// ids only; nothing is decrypted.
+func (s *Store) SealedWithOtherKey(value []byte) bool {
+	if s.sealer == nil {
+		return false
+	}
+	prefix := []byte(`"` + sealedPrefix)
+	own := []byte(`"` + sealedPrefix + s.sealer.ids[0] + ":")
+	for rest := value; ; {
+		i := bytes.Index(rest, prefix)
+		if i < 0 {
+			return false
+		}
+		if !bytes.HasPrefix(rest[i:], own) {
+			return true
+		}
+		rest = rest[i+len(own):]
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func randomKey(t *testing.T) []byte {
@@ -109,5 +111,47 @@ func TestParseEncryptionKeys(t *testing.T) {
 		} else if bytes.Contains([]byte(err.Error()), []byte(bad[:4])) && len(bad) > 8 {
 			t.Errorf("error echoes key material: %v", err)
 		}
+	}
+}
+
+// TestSealedWithOtherKey: stored bytes are told apart by the key ids of
+// their sealed secrets, the previous secret's included.
+func TestSealedWithOtherKey(t *testing.T) {
+	k1, k2 := make([]byte, 32), make([]byte, 32)
+	k2[0] = 1
+	open := func(keys ...[]byte) *Store {
+		sealer, err := NewSealer(keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(Config{Path: filepath.Join(t.TempDir(), "r.db"), Sealer: sealer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	old, cur := open(k1), open(k2, k1)
+	w, err := New("acme", Input{URL: "https://e.example/", EventType: "workflowRun.completed"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.PreviousSecret, w.PreviousSecretUntil = w.Secret, time.Now().Add(time.Hour)
+	byOld, err := old.Encode(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byCur, err := cur.Encode(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cur.SealedWithOtherKey(byOld) || cur.SealedWithOtherKey(byCur) {
+		t.Fatalf("with k2 first: old bytes %v (want true), current bytes %v (want false)",
+			cur.SealedWithOtherKey(byOld), cur.SealedWithOtherKey(byCur))
+	}
+	// Only the previous secret still under k1.
+	mixed := strings.Replace(string(byCur), `"previousSecret":"enc:v1:`+cur.SealingKeyID(), `"previousSecret":"enc:v1:`+old.SealingKeyID(), 1)
+	if mixed == string(byCur) || !cur.SealedWithOtherKey([]byte(mixed)) {
+		t.Fatal("a previous secret under another key went unnoticed")
 	}
 }

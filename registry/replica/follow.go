@@ -82,6 +82,10 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 		return err
 	}
 	r.applyMu.Lock()
+	// Reading the whole bucket is not caught up until the webhooks only
+	// the local copy has are settled (a rebuild drops the deleted ones):
+	// set before watched moves, so Sync never sees one without the other.
+	r.settling.Store(mode != resume)
 	r.watched.Store(rev)
 	for id, ahead := range r.ahead {
 		if ahead <= rev || rev == 0 {
@@ -174,6 +178,9 @@ func (r *Replica) follow(ctx context.Context, kv jetstream.KeyValue) error {
 			if !r.synced.Swap(true) {
 				r.log.Info("registry in sync with the shared registry", "bucket", r.cfg.Bucket, "subscriptions", store.Count())
 			}
+			if r.settling.Swap(false) {
+				r.notify() // Sync waiters check again, now that the copy is settled
+			}
 		}
 		if caughtUp && time.Since(markedAt) >= markCurrentEvery {
 			if err := store.MarkJournalCurrent(time.Now()); err != nil {
@@ -213,7 +220,9 @@ func (r *Replica) apply(batch []registry.Change) error {
 			batch[i] = registry.Change{Revision: c.Revision} // no change; the revision still counts
 		}
 	}
-	refused, err := r.cfg.Store.ApplyChanges(batch)
+	// An entry this instance could not open keeps the resume point below
+	// it, so that a restart reads it again and stays not ready.
+	refused, err := r.cfg.Store.ApplyChangesHolding(batch, r.hold(batch))
 	if err != nil {
 		return err
 	}

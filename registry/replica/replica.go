@@ -14,13 +14,19 @@
 // replication publishes any subscriptions the local file already had.
 //
 // Secrets travel as the Store keeps them: sealed when --encryption-key is
-// set, which then must open every entry on every instance. After a key
-// rotation, or when encryption is turned on, the instance that re-sealed
-// its own copy re-seals the bucket's entries too (reseal.go).
+// set, which then must open every entry on every instance. The bucket's
+// sealing marker names the key it is sealed with and the keys it was
+// sealed with before (marker.go). Once ready, an instance re-seals the
+// bucket with its first key when the marker is missing or migrating
+// (encryption turned on), names another key, or some entry may still be
+// sealed with another; never when the marker lists its first key as
+// retired, so an instance left behind by a rotation cannot undo it
+// (reseal.go).
 //
 // The bucket is not trusted: every entry is held to the API's rules before
 // it is applied (registry.Refusal), and an entry this instance cannot open
-// makes it not ready instead of being skipped (trust.go). Sync is the
+// makes it not ready instead of being skipped (trust.go), across restarts
+// too: the resume point never passes it. Sync is the
 // read-your-writes barrier fan-out waits on (sync.go); delete markers are
 // compacted after a grace period, and an instance away for longer than
 // that reads the bucket whole again (compact.go).
@@ -81,6 +87,10 @@ type Replica struct {
 	kv      atomic.Pointer[jetstream.KeyValue]
 	synced  atomic.Bool
 	running atomic.Bool
+	// settling is set while a watch that reads the whole bucket has not
+	// yet settled the webhooks only the local copy has (settleLocalOnly);
+	// until then the copy may hold deleted webhooks, so Sync waits.
+	settling atomic.Bool
 
 	mu       sync.Mutex
 	deleting map[string]struct{} // deleted here, deletion not yet seen by the watch
@@ -102,8 +112,8 @@ type Replica struct {
 	// key it was not given), by id; while any is held the instance is not
 	// ready and Sync fails (under mu).
 	blocked map[string]registry.Refusal
-	// sealedMarker is the bucket's sealing marker (markerKey): the id of
-	// the key the bucket was last re-sealed with; empty while absent.
+	// sealedMarker is the bucket's sealing marker value (markerKey, read
+	// with parseMarker); empty while absent.
 	sealedMarker  atomic.Pointer[string]
 	markerArrived bool // set by the watch's goroutine only (change), read after its apply
 	m             metrics
@@ -147,7 +157,7 @@ func New(cfg Config) (*Replica, error) {
 // Ready reports nil once the Store has caught up with the bucket and holds
 // every entry of it.
 func (r *Replica) Ready() error {
-	if !r.synced.Load() {
+	if !r.synced.Load() || r.settling.Load() {
 		return errors.New("registry is not in sync with the shared registry yet")
 	}
 	return r.stuck()
@@ -229,14 +239,14 @@ func (r *Replica) Update(ctx context.Context, id string, change func(current []b
 }
 
 // applyDirect applies an entry of revision c.Revision out of the watch's
-// order, unless the watch has reached it already (then the Store has it,
-// or something newer). The Store gets it with revision 0, which does not
-// move the point a restart resumes from; the watch then passes over the
-// id's older entries until it reaches this one.
+// order, unless the Store has it or something newer already (outdated).
+// The Store gets it as Direct, which does not move the point a restart
+// resumes from; the watch then passes over the id's older entries until
+// it reaches this one.
 func (r *Replica) applyDirect(c registry.Change) error {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
-	if r.watched.Load() >= c.Revision {
+	if r.outdated(c) {
 		return nil
 	}
 	refused, err := r.cfg.Store.ApplyChanges([]registry.Change{{ID: c.ID, Value: c.Value, Revision: c.Revision, Direct: true}})
@@ -246,6 +256,25 @@ func (r *Replica) applyDirect(c registry.Change) error {
 	r.judge([]registry.Change{c}, refused)
 	r.ahead[c.ID] = max(r.ahead[c.ID], c.Revision)
 	return nil
+}
+
+// outdated reports whether the Store holds c's state or a newer one of
+// its webhook: the watch passed c.Revision; another out-of-order apply
+// (two Lookups racing, a write's own echo) brought the same or a later
+// revision; or this instance is deleting the webhook, a deletion newer
+// than any value read from the bucket before it (and one whose echo timed
+// out is applied without a revision). r.applyMu is held.
+func (r *Replica) outdated(c registry.Change) bool {
+	if r.watched.Load() >= c.Revision {
+		return true
+	}
+	if rev, ok := r.ahead[c.ID]; ok && rev >= c.Revision {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, deleting := r.deleting[c.ID]
+	return deleting
 }
 
 // Delete records a deletion in the bucket and returns once this Store no

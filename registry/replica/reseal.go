@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,17 +13,6 @@ import (
 
 	"github.com/webhookd/webhookd/registry"
 )
-
-// markerKey is the bucket's sealing marker. "<key id>" says every entry is
-// sealed with that key: an instance with encryption on then refuses any
-// plaintext entry. "<key id>@<revision>" says encryption was turned on
-// when the bucket stood at that revision and its entries are being
-// re-sealed: plaintext entries up to it are accepted (to be re-sealed),
-// later ones refused. The first instance with a key writes the second form
-// before it follows the bucket, so no instance, early or late, trusts a
-// plaintext entry planted after encryption was turned on. It is not a
-// webhook id, so no webhook can collide with it.
-const markerKey = "_sealing"
 
 // resealWorkers bounds the concurrent compare-and-swap rewrites of one
 // re-sealing pass.
@@ -50,19 +38,6 @@ func (r *Replica) readMarker(ctx context.Context, kv jetstream.KeyValue, last ui
 	return nil
 }
 
-// parseMarker splits a marker value; since is 0 for a sealed bucket.
-func parseMarker(v string) (keyID string, since uint64, migrating bool) {
-	id, rev, ok := strings.Cut(v, "@")
-	if !ok {
-		return v, 0, false
-	}
-	n, err := strconv.ParseUint(rev, 10, 64)
-	if err != nil {
-		return id, 0, false // unreadable: the strict reading
-	}
-	return id, n, true
-}
-
 func (r *Replica) observeMarker(e jetstream.KeyValueEntry) {
 	v := ""
 	if e.Operation() == jetstream.KeyValuePut {
@@ -73,9 +48,9 @@ func (r *Replica) observeMarker(e jetstream.KeyValueEntry) {
 	if v == "" || r.cfg.Store.SealingKeyID() == "" {
 		return
 	}
-	if _, since, migrating := parseMarker(v); migrating {
+	if m := parseMarker(v); m.migrating {
 		if !wasSealed {
-			r.cfg.Store.RequireSealedFrom(since + 1)
+			r.cfg.Store.RequireSealedFrom(m.since + 1)
 		}
 		return
 	}
@@ -89,8 +64,7 @@ func (r *Replica) sealed() bool {
 	if p == nil || *p == "" {
 		return false
 	}
-	_, _, migrating := parseMarker(*p)
-	return !migrating
+	return !parseMarker(*p).migrating
 }
 
 // dropUnsealed runs when the watch has applied a new sealing marker: the
@@ -114,30 +88,39 @@ func (r *Replica) dropUnsealed() error {
 	return err
 }
 
-// resealWhenSynced re-seals the bucket once this instance is in sync, when
-// it has to: right after a key rotation or after encryption was turned on
-// (Open re-sealed the local copy), or while the bucket has no sealing
-// marker. Instances that were not rotated leave the bucket alone, so two
-// key orders never fight over it.
+// resealWhenSynced re-seals the bucket once this instance is ready (in
+// sync, and able to open every entry: one that cannot must not claim in
+// the marker that all are sealed with its key), when resealReason says it
+// has to.
 func (r *Replica) resealWhenSynced(ctx context.Context) {
 	keyID := r.cfg.Store.SealingKeyID()
 	if keyID == "" {
 		return
 	}
-	for !r.synced.Load() {
+	for r.Ready() != nil {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if r.cfg.Store.ResealedAtOpen() == 0 && r.sealed() {
+	why, err := r.resealReason()
+	if err != nil {
+		r.log.Warn("could not tell whether the shared registry needs re-sealing; leaving it", "err", err)
 		return
 	}
+	if why == "" {
+		return
+	}
+	r.log.Info("re-sealing the shared registry with this instance's first encryption key", "key_id", keyID, "because", why)
 	for wait := time.Second; ctx.Err() == nil; wait = min(2*wait, time.Minute) {
 		n, err := r.resealBucket(ctx)
 		if err == nil {
 			r.log.Info("shared registry re-sealed with the current encryption key", "rewritten", n, "key_id", keyID)
+			return
+		}
+		if errors.Is(err, errRotatedPast) {
+			r.log.Warn("not re-sealing the shared registry: another instance rotated it to a newer key; put that key first in --encryption-key", "err", err)
 			return
 		}
 		r.log.Warn("re-sealing the shared registry failed; retrying", "err", err, "rewritten", n, "in", wait)
@@ -146,6 +129,60 @@ func (r *Replica) resealWhenSynced(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// resealReason says why this instance must re-seal the bucket with its
+// first key, or "" when it must not. The rule: the bucket ends sealed with
+// the newest first key. An instance re-seals when the marker is missing or
+// still migrating (encryption was turned on), when it names another key
+// (a rotation, whether this instance's data dir was empty, or an earlier
+// pass stopped half way), or when an entry may still be sealed with
+// another key (Open re-sealed the local copy, or the copy holds one). It
+// never does when the marker lists its first key as retired: then this
+// instance is behind a rotation another instance finished, and re-sealing
+// would undo it.
+func (r *Replica) resealReason() (string, error) {
+	keyID := r.cfg.Store.SealingKeyID()
+	var m marker
+	if p := r.sealedMarker.Load(); p != nil && *p != "" {
+		m = parseMarker(*p)
+	}
+	switch {
+	case m.retires(keyID):
+		r.log.Warn("this instance's first encryption key was retired from the shared registry by a rotation; put the newer key first in --encryption-key",
+			"key_id", keyID, "bucket_key_id", m.keyID)
+		return "", nil
+	case m.keyID == "" || m.migrating:
+		return "encryption was turned on", nil
+	case m.keyID != keyID:
+		return "the shared registry is sealed with key " + m.keyID, nil
+	case r.cfg.Store.ResealedAtOpen() > 0:
+		return "this instance's copy held secrets sealed with another key", nil
+	}
+	other, err := r.sealedWithOtherKey()
+	if err != nil || other == "" {
+		return "", err
+	}
+	return "webhook " + other + " is sealed with another key", nil
+}
+
+// sealedWithOtherKey names a webhook of the local copy, which holds the
+// bucket's bytes once in sync, sealed with a key other than the first;
+// "" when none is.
+func (r *Replica) sealedWithOtherKey() (string, error) {
+	errFound := errors.New("found")
+	var found string
+	err := r.cfg.Store.IDs(func(id string, value []byte) error {
+		if r.cfg.Store.SealedWithOtherKey(value) {
+			found = id
+			return errFound
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return "", err
+	}
+	return found, nil
 }
 
 // resealBucket rewrites every entry not sealed with the first key, each a
@@ -205,8 +242,8 @@ feed:
 	}
 	wctx, cancel := context.WithTimeout(ctx, r.cfg.WriteTimeout)
 	defer cancel()
-	if _, err := kv.PutString(wctx, markerKey, r.cfg.Store.SealingKeyID()); err != nil {
-		return n, err
+	if err := writeMarker(wctx, kv, r.cfg.Store.SealingKeyID()); err != nil {
+		return n, fmt.Errorf("sealing marker: %w", err)
 	}
 	return n, nil
 }

@@ -13,7 +13,8 @@ import (
 // Sync returns nil once this Store has applied every entry the bucket
 // held when Sync was called: it reads the bucket's latest revision (one
 // round trip) and waits, until ctx ends, for the watch to apply it. Any
-// write acknowledged by any instance before the call is then in the Store.
+// write acknowledged by any instance before the call is then in the Store,
+// and, after reading the whole bucket, no webhook it no longer has is.
 // It fails at once while an entry cannot be applied (see Ready).
 func (r *Replica) Sync(ctx context.Context) error {
 	if err := r.stuck(); err != nil {
@@ -30,7 +31,11 @@ func (r *Replica) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !r.waitApplied(ctx, func() bool { return r.watched.Load() >= last }) {
+	// While a whole-bucket read settles the local copy, entries up to
+	// last are applied but webhooks deleted meanwhile may still be
+	// indexed: not caught up yet.
+	caughtUp := func() bool { return !r.settling.Load() && r.watched.Load() >= last }
+	if !r.waitApplied(ctx, caughtUp) {
 		return fmt.Errorf("replica: registry at revision %d, shared registry at %d: %w", r.watched.Load(), last, ctx.Err())
 	}
 	return r.stuck()

@@ -74,6 +74,33 @@ func (r *Replica) judge(run []registry.Change, refused []registry.Refusal) {
 	}
 }
 
+// hold is the oldest revision of the blocked entries batch has no newer
+// entry of: the resume point the Store records must stay below it
+// (ApplyChangesHolding). Were it recorded past, a restart would resume
+// after the entry, with an empty blocked set, and report ready without
+// it. A blocked id the batch touches again is settled by that entry: the
+// Store holds the point back itself if it is refused too.
+func (r *Replica) hold(batch []registry.Change) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.blocked) == 0 {
+		return 0
+	}
+	touched := make(map[string]struct{}, len(batch))
+	for _, c := range batch {
+		if c.ID != "" {
+			touched[c.ID] = struct{}{}
+		}
+	}
+	var hold uint64
+	for id, rf := range r.blocked {
+		if _, ok := touched[id]; !ok && (hold == 0 || rf.Revision < hold) {
+			hold = rf.Revision
+		}
+	}
+	return hold
+}
+
 func (r *Replica) blockedCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
