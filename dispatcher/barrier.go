@@ -24,6 +24,7 @@ import (
 // when ctx ended first.
 func (d *Dispatcher) joinGate(ctx context.Context) bool {
 	start := time.Now()
+	var warned time.Time
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := d.cfg.Registry.Sync(sctx)
@@ -35,7 +36,10 @@ func (d *Dispatcher) joinGate(ctx context.Context) bool {
 			return true
 		}
 		if ctx.Err() == nil {
-			d.log.Warn("fan-out waits for the registry to catch up", "err", err, "waited", time.Since(start).Round(time.Second))
+			if time.Since(warned) >= 10*time.Second {
+				warned = time.Now()
+				d.log.Warn("fan-out waits for the registry to catch up", "err", err, "waited", time.Since(start).Round(time.Second))
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(100 * time.Millisecond):
@@ -47,8 +51,10 @@ func (d *Dispatcher) joinGate(ctx context.Context) bool {
 
 // handleSynced hands msgs to handle in runs: it takes every message
 // already received, syncs the registry, then handles the run. A run whose
-// sync fails is handed back with a short delay, unmatched and unacked.
-func (d *Dispatcher) handleSynced(ctx context.Context, msgs <-chan jetstream.Msg, handle func(jetstream.Msg)) {
+// sync fails is handed back with a short delay, unmatched and unacked. It
+// reports whether every run synced.
+func (d *Dispatcher) handleSynced(ctx context.Context, msgs <-chan jetstream.Msg, handle func(jetstream.Msg)) bool {
+	synced := true
 	run := make([]jetstream.Msg, 0, d.cfg.FetchBatch)
 	for msg := range msgs {
 		run = append(run[:0], msg)
@@ -72,6 +78,7 @@ func (d *Dispatcher) handleSynced(ctx context.Context, msgs <-chan jetstream.Msg
 		cancel()
 		d.m.syncWait.Observe(time.Since(start).Seconds())
 		if err != nil {
+			synced = false
 			d.m.syncFailed.Inc()
 			d.log.Warn("fan-out hands events back: the registry is not confirmed current", "events", len(run), "err", err)
 			for _, m := range run {
@@ -83,7 +90,8 @@ func (d *Dispatcher) handleSynced(ctx context.Context, msgs <-chan jetstream.Msg
 			}
 		}
 		if !open {
-			return
+			return synced
 		}
 	}
+	return synced
 }

@@ -82,3 +82,33 @@ func TestFanoutWaitsForTheRegistry(t *testing.T) {
 		t.Errorf("receiver got %d requests, want 7 (no duplicates from handed-back batches)", n)
 	}
 }
+
+// TestRegistryBehindStopsPulling: once a batch is handed back because the
+// registry cannot be confirmed current (an entry this instance cannot
+// open, say), the instance pulls no more events until it can, instead of
+// taking its share of them again and again: other instances fan them out.
+func TestRegistryBehindStopsPulling(t *testing.T) {
+	gate := &switchSync{}
+	gate.open.Store(true)
+	h := newHarness(t, harnessOpts{cfg: func(c *dispatcher.Config) {
+		c.Registry = gate
+		c.RegistrySyncTimeout = 20 * time.Millisecond
+		c.RegistrySyncRetry = 300 * time.Millisecond
+	}})
+	r := newReceiver(t, nil)
+	h.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
+	gate.open.Store(false)
+	h.publish("events.acme.workflowRun.completed", completed, "evt-behind")
+	failures := func() float64 {
+		return testutil.ToFloat64(counter(t, h, "webhookd_fanout_registry_sync_failures_total", "", ""))
+	}
+	waitFor(t, 10*time.Second, "a failed sync", func() bool { return failures() >= 1 })
+	// Handed back for 300 ms at a time and pulled again, the event would
+	// fail its sync about five times in these 1.5 s.
+	time.Sleep(1500 * time.Millisecond)
+	if n := failures(); n > 1 {
+		t.Errorf("%v batches handed back while the registry stayed behind; want the instance to stop pulling after the first", n)
+	}
+	gate.open.Store(true)
+	waitFor(t, 10*time.Second, "the event once the registry is current", func() bool { return r.count() == 1 })
+}

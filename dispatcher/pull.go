@@ -51,7 +51,13 @@ func (d *Dispatcher) pullLoop(ctx context.Context, stage string, cons jetstream.
 		}
 		retry = 100 * time.Millisecond
 		if gated {
-			d.handleSynced(ctx, batch.Messages(), handle)
+			// A registry that cannot be confirmed current (NATS trouble, or
+			// an entry this instance cannot open) hands its events back; until
+			// it can be, this instance pulls no more of them, so the other
+			// instances fan them out instead of it bouncing its share.
+			if !d.handleSynced(ctx, batch.Messages(), handle) && !d.joinGate(ctx) {
+				return
+			}
 		} else {
 			for msg := range batch.Messages() {
 				handle(msg)
