@@ -28,6 +28,17 @@ type Config struct {
 	// ReviveTimeout bounds the wait for them to catch up.
 	Revive        int
 	ReviveTimeout time.Duration
+	// HangAfter is how long hanghostsN's bad hosts answer 204 before
+	// they start hanging.
+	HangAfter time.Duration
+	// ChurnCycles and ChurnClients override churn's 100,000 cycles and
+	// 32 clients; Settle the 10 s churn and failing1m wait before their
+	// "after" figures.
+	ChurnCycles, ChurnClients int
+	Settle                    time.Duration
+	// FailingHooks and FailingEvents override failing1m's 100 webhooks
+	// and 10,000 events.
+	FailingHooks, FailingEvents int
 	// Subs is the registry size of subs1m (1,000,000 when only that
 	// scenario is asked for by name; see defaultSubs).
 	Subs int
@@ -95,10 +106,16 @@ func parseConfig(args []string, stderr io.Writer) (Config, error) {
 	scen := fs.String("scenario", "", "comma-separated scenarios: "+strings.Join(presetNames(), ", ")+
 		" (default: "+strings.Join(standardScenarios, ",")+", subs1m scaled to 100k subscriptions)")
 	fs.IntVar(&c.Events, "events", 0, "events of the max-rate scenarios (single: 20000; fanoutN: 20000/N; subs1m: 10000)")
-	fs.Float64Var(&c.Rate, "rate", 0, "events/s of steady (1000), steady5k (5000), mixed and allhealthy (100), deadhostsN and its controls (100)")
-	fs.DurationVar(&c.Duration, "duration", 0, "length of steady and steady5k (30s), mixed and allhealthy (15s), deadhostsN and its controls (60s)")
-	fs.IntVar(&c.Revive, "revive", 0, "hanging hosts of deadhostsN that come back after publishing (0: the preset, all 50 of deadhosts50, 25 of deadhosts500)")
+	fs.Float64Var(&c.Rate, "rate", 0, "events/s of steady (1000), steady5k (5000), mixed and allhealthy (100), deadhostsN, hanghostsN and their controls (100); failing1m (max rate)")
+	fs.DurationVar(&c.Duration, "duration", 0, "length of steady and steady5k (30s), mixed and allhealthy (15s), deadhostsN, hanghostsN and their controls (60s)")
+	fs.IntVar(&c.Revive, "revive", 0, "hanging hosts of deadhostsN and hanghostsN that come back after publishing (0: the preset, all 50 of deadhosts50 and hanghosts50, 25 of deadhosts500)")
 	fs.DurationVar(&c.ReviveTimeout, "revive-timeout", defaultReviveTimeout, "stop waiting this long after the revival for the revived hosts to get every event")
+	fs.DurationVar(&c.HangAfter, "hang-after", 0, "hanghostsN: how long the bad hosts answer 204 from the first publish before they hang (0: the preset, 10s)")
+	fs.IntVar(&c.ChurnCycles, "churn-cycles", 0, "churn: create-then-delete cycles (0: the preset, 100000)")
+	fs.IntVar(&c.ChurnClients, "churn-clients", 0, "churn: concurrent API clients (0: the preset, 32)")
+	fs.DurationVar(&c.Settle, "settle", 0, "churn and failing1m: wait before the after figures, nothing forced (0: the preset, 10s)")
+	fs.IntVar(&c.FailingHooks, "failing-webhooks", 0, "failing1m: webhooks answering 500 (0: the preset, 100)")
+	fs.IntVar(&c.FailingEvents, "failing-events", 0, "failing1m: events, each to every webhook (0: the preset, 10000)")
 	fs.IntVar(&c.Subs, "subs", 0, "registered subscriptions in subs1m (1000000 when asked for by name, else 100000)")
 	fs.IntVar(&c.BodyBytes, "body-bytes", 512, "size every event body is padded to")
 	fs.IntVar(&c.Window, "window", 1024, "publishes awaiting their JetStream ack at most")
@@ -150,8 +167,10 @@ func (c Config) validate() error {
 	switch {
 	case c.Events < 0 || c.Rate < 0 || c.Duration < 0:
 		return bad("--events, --rate and --duration must not be negative")
-	case c.Revive < 0 || c.ReviveTimeout < 0:
-		return bad("--revive and --revive-timeout must not be negative")
+	case c.Revive < 0 || c.ReviveTimeout < 0 || c.HangAfter < 0:
+		return bad("--revive, --revive-timeout and --hang-after must not be negative")
+	case c.ChurnCycles < 0 || c.ChurnClients < 0 || c.Settle < 0 || c.FailingHooks < 0 || c.FailingEvents < 0:
+		return bad("--churn-cycles, --churn-clients, --settle, --failing-webhooks and --failing-events must not be negative")
 	case c.Subs < 3:
 		return bad("--subs must be at least 3 (the subscriptions each event matches)")
 	case c.BodyBytes < 0 || c.BodyBytes > 200<<10:

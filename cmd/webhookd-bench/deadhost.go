@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,17 +41,85 @@ type deadHost struct {
 	// Unix nanos, 0 = not yet.
 	first    atomic.Int64 // first delivery booked after revival
 	complete atomic.Int64 // the want-th distinct delivery booked
+
+	// A turning host (newTurningHost) is healthy until turn: pre serves
+	// its connections and books each delivery. Once turned, new
+	// connections are hung like a dead host's, and requests on the
+	// connections pre already holds get no answer either (nor booking).
+	// open, accepted and peak count from the turn on; openConns adds
+	// pre's connections.
+	pre      *receiver
+	preLn    *connListener
+	turned   atomic.Bool
+	preClose sync.Once
 }
 
-func newDeadHost() (*deadHost, error) {
+func newDeadHost() (*deadHost, error) { return newBadHost(nil) }
+
+// newTurningHost is a host that answers like a healthy receiver of b
+// until turn.
+func newTurningHost(b *book) (*deadHost, error) { return newBadHost(b) }
+
+func newBadHost(healthyFirst *book) (*deadHost, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("dead host: listen: %w", err)
 	}
 	h := &deadHost{ln: ln, url: "http://" + ln.Addr().String(), hung: map[net.Conn]struct{}{},
 		done: make(chan struct{})}
+	if healthyFirst != nil {
+		h.preLn = newConnListener(ln.Addr())
+		h.pre = serveWrapped(h.preLn, healthy, healthyFirst, func(r *receiver) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if h.turned.Load() {
+					hangUnbooked(req, r.stop)
+				}
+				r.ServeHTTP(w, req)
+			})
+		})
+	}
 	go h.acceptLoop()
 	return h, nil
+}
+
+// hangUnbooked reads the request and never answers it: it returns (by
+// aborting the connection) once the client gives up or stop is closed.
+func hangUnbooked(req *http.Request, stop <-chan struct{}) {
+	_, _ = io.Copy(io.Discard, req.Body)
+	select {
+	case <-req.Context().Done():
+	case <-stop:
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// turn makes a turning host hang from now on (no-op for a dead one).
+func (h *deadHost) turn() {
+	if h.pre == nil {
+		return
+	}
+	h.mu.Lock()
+	h.turned.Store(true)
+	raiseTo(&h.peak, h.preOpen())
+	h.mu.Unlock()
+}
+
+// preOpen is the connections the healthy phase still holds.
+func (h *deadHost) preOpen() int64 {
+	if h.pre == nil {
+		return 0
+	}
+	return h.pre.conns.Load()
+}
+
+// openConns is every connection open to the host while it is bad: the
+// hung ones and, for a turning host, those of its healthy phase.
+func (h *deadHost) openConns() int64 { return h.open.Load() + h.preOpen() }
+
+func (h *deadHost) closePre() {
+	if h.pre != nil {
+		h.preClose.Do(h.pre.close) // closes preLn too
+	}
 }
 
 func (h *deadHost) acceptLoop() {
@@ -66,12 +136,17 @@ func (h *deadHost) acceptLoop() {
 			back.deliver(c)
 			continue
 		}
+		if h.pre != nil && !h.turned.Load() {
+			h.mu.Unlock()
+			h.preLn.deliver(c)
+			continue
+		}
 		// Registered under mu, so revive either sees this connection or
 		// the accept after it sees revived.
 		h.hung[c] = struct{}{}
 		h.readers.Add(1)
 		h.accepted.Add(1)
-		raiseTo(&h.peak, h.open.Add(1))
+		raiseTo(&h.peak, h.open.Add(1)+h.preOpen())
 		h.mu.Unlock()
 		go h.hang(c)
 	}
@@ -116,6 +191,7 @@ func (h *deadHost) revive(b *book, idx int, want int64) {
 	for _, c := range hung {
 		_ = c.Close()
 	}
+	h.closePre()
 	h.readers.Wait()
 }
 
@@ -142,6 +218,7 @@ func (h *deadHost) close() {
 	}
 	rc := h.rc
 	h.mu.Unlock()
+	h.closePre()
 	h.readers.Wait()
 	if rc != nil {
 		rc.close() // closes backTo too

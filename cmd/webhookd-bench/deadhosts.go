@@ -27,6 +27,14 @@ type deadSet struct {
 	revived   []int // indexes into hosts
 	revivedAt time.Time
 	want      int64 // distinct deliveries each revived host must get
+	// circuits is the revived hosts' health just before the revival.
+	circuits *circuitsAtRevival
+
+	// turnAfter > 0: the hosts are turning ones, healthy for that long
+	// from the first publish; turnedAt is when they turned (zero: not).
+	turnAfter time.Duration
+	turnTimer *time.Timer
+	turnedAt  time.Time
 }
 
 // connSample is the daemon's hold on the dead hosts at one moment.
@@ -44,10 +52,18 @@ const sampleEvery = time.Second
 // first. Runs shorter than twice this use the second half of publishing.
 const circuitsOpenAfter = 30 * time.Second
 
-func newDeadSet(n, base int, b *book) (*deadSet, error) {
-	d := &deadSet{base: base, book: b}
+// newDeadSet starts n dead hosts, or with turnAfter > 0 n turning ones
+// healthy for that long from the first publish.
+func newDeadSet(n, base int, b *book, turnAfter time.Duration) (*deadSet, error) {
+	d := &deadSet{base: base, book: b, turnAfter: turnAfter}
 	for range n {
-		h, err := newDeadHost()
+		var h *deadHost
+		var err error
+		if turnAfter > 0 {
+			h, err = newTurningHost(b)
+		} else {
+			h, err = newDeadHost()
+		}
 		if err != nil {
 			d.close()
 			return nil, err
@@ -64,6 +80,9 @@ func (d *deadSet) url(i int) string { return d.hosts[i].url }
 func (d *deadSet) startSampling(start time.Time) {
 	d.start = start
 	d.stop, d.stopped = make(chan struct{}), make(chan struct{})
+	if d.turnAfter > 0 {
+		d.turnTimer = time.AfterFunc(time.Until(start.Add(d.turnAfter)), d.turnAll)
+	}
 	d.sample(start)
 	go func() {
 		defer close(d.stopped)
@@ -80,10 +99,30 @@ func (d *deadSet) startSampling(start time.Time) {
 	}()
 }
 
+// turnAll turns every host into a hanging one, once.
+func (d *deadSet) turnAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.turnedAt.IsZero() {
+		return
+	}
+	for _, h := range d.hosts {
+		h.turn()
+	}
+	d.turnedAt = time.Now()
+}
+
+// stopTurn cancels a turn not yet made.
+func (d *deadSet) stopTurn() {
+	if d.turnTimer != nil {
+		d.turnTimer.Stop()
+	}
+}
+
 func (d *deadSet) sample(now time.Time) {
 	s := connSample{AtSeconds: now.Sub(d.start).Seconds()}
 	for _, h := range d.hosts {
-		s.Open += h.open.Load()
+		s.Open += h.openConns()
 		s.Accepted += h.accepted.Load()
 	}
 	d.mu.Lock()
@@ -99,6 +138,7 @@ func (d *deadSet) endPublishing() {
 	}
 	close(d.stop)
 	<-d.stopped
+	d.stopTurn()
 	d.end = time.Now()
 	d.sample(d.end)
 }
@@ -127,19 +167,34 @@ func spread(n, k int) []int {
 }
 
 // connStats summarises the samples: the window is from circuitsOpenAfter
-// (or half of publishing, when that is shorter) to the end of publishing.
+// (or half of publishing, when that is shorter) to the end of publishing,
+// counted from the turn for turning hosts.
 func (d *deadSet) connStats() deadHostsResult {
 	d.mu.Lock()
 	samples := append([]connSample(nil), d.samples...)
+	turnedAt := d.turnedAt
 	d.mu.Unlock()
-	r := deadHostsResult{Hosts: len(d.hosts), Samples: samples}
+	r := deadHostsResult{Hosts: len(d.hosts), Samples: samples, Circuits: d.circuits}
 	if !d.end.IsZero() {
 		r.PublishingSeconds = d.end.Sub(d.start).Seconds()
 	}
-	r.WindowFromSeconds = min(circuitsOpenAfter.Seconds(), r.PublishingSeconds/2)
+	var from float64
+	if d.turnAfter > 0 {
+		r.TurnAfterSeconds = d.turnAfter.Seconds()
+		if turnedAt.IsZero() {
+			from = r.PublishingSeconds // never turned: no window
+		} else {
+			from = turnedAt.Sub(d.start).Seconds()
+			r.TurnedAtSeconds = &from
+		}
+	}
+	r.WindowFromSeconds = from + min(circuitsOpenAfter.Seconds(), (r.PublishingSeconds-from)/2)
 	var windowAccepted0 int64 = -1
 	for _, s := range samples {
 		r.OpenPeak = max(r.OpenPeak, s.Open)
+		if r.TurnedAtSeconds != nil && s.AtSeconds >= *r.TurnedAtSeconds {
+			r.OpenPeakAfterTurn = max(r.OpenPeakAfterTurn, s.Open)
+		}
 		if s.AtSeconds >= r.WindowFromSeconds {
 			r.OpenMaxInWindow = max(r.OpenMaxInWindow, s.Open)
 			if windowAccepted0 < 0 {
@@ -202,8 +257,19 @@ func (d *deadSet) recovery(at time.Time, timeout time.Duration) recoveryResult {
 	r := recoveryResult{Hosts: len(d.revived), PerHost: d.want, Expected: int64(len(d.revived)) * d.want,
 		TimeoutSeconds: timeout.Seconds()}
 	var last time.Duration
+	var spans []float64
 	for _, i := range d.revived {
 		h := d.hosts[i]
+		if f, c := h.first.Load(), h.complete.Load(); f > 0 && c > 0 {
+			span := time.Duration(c - f).Seconds()
+			spans = append(spans, span)
+			if cd, ok := d.circuits.cooldown(i); ok {
+				r.SpanHostsWithCooldown++
+				if span <= cd {
+					r.SpansWithinCooldown++
+				}
+			}
+		}
 		u, dups := d.book.ledger.subCounts(d.base + i)
 		r.Delivered += min(u, d.want)
 		r.Duplicates += dups
@@ -219,6 +285,7 @@ func (d *deadSet) recovery(at time.Time, timeout time.Duration) recoveryResult {
 			last = max(last, time.Unix(0, c).Sub(at))
 		}
 	}
+	r.SpanMedianSeconds, r.SpanMaxSeconds = medianMax(spans)
 	r.Missing = r.Expected - r.Delivered
 	if r.HostsComplete == r.Hosts {
 		s := last.Seconds()
@@ -240,6 +307,7 @@ func (r *scenarioRun) awaitRevived(ctx context.Context, log io.Writer, res *Resu
 }
 
 func (d *deadSet) close() {
+	d.stopTurn()
 	if d.stop != nil && d.end.IsZero() {
 		close(d.stop) // publishing was cut short
 		<-d.stopped

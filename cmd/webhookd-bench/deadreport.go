@@ -21,6 +21,15 @@ type deadHostsResult struct {
 	ConnsAccepted     int64           `json:"connsAccepted"` // while dead, in all
 	Samples           []connSample    `json:"samples"`
 	Recovery          *recoveryResult `json:"recovery,omitempty"`
+	// Turning hosts (hanghostsN): healthy for TurnAfterSeconds from the
+	// first publish, turned at TurnedAtSeconds (nil: never); open,
+	// accepted and the window count from the turn, OpenPeakAfterTurn is
+	// the sampled peak from then on (HostPeakMax is exact, after the turn).
+	TurnAfterSeconds  float64  `json:"turnAfterSeconds,omitempty"`
+	TurnedAtSeconds   *float64 `json:"turnedAtSeconds,omitempty"`
+	OpenPeakAfterTurn int64    `json:"openPeakAfterTurn,omitempty"`
+	// Circuits is the revived hosts' health just before they came back.
+	Circuits *circuitsAtRevival `json:"circuitsAtRevival,omitempty"`
 }
 
 // recoveryResult is the revived hosts' catch-up after publishing.
@@ -39,6 +48,14 @@ type recoveryResult struct {
 	Delivered       int64    `json:"delivered"` // distinct webhook-ids, capped at PerHost each
 	Missing         int64    `json:"missing"`
 	Duplicates      int64    `json:"duplicates"`
+	// Span is each complete host's first delivery after revival to its
+	// last missing one, median and max over those hosts; of the
+	// SpanHostsWithCooldown whose cool-down at revival was read,
+	// SpansWithinCooldown took no longer than it.
+	SpanMedianSeconds     *float64 `json:"firstToLastMedianSeconds"`
+	SpanMaxSeconds        *float64 `json:"firstToLastMaxSeconds"`
+	SpanHostsWithCooldown int      `json:"spanHostsWithCooldown"`
+	SpansWithinCooldown   int      `json:"spansWithinCooldown"`
 }
 
 // missing is the revived hosts' missing deliveries (0 without any).
@@ -55,17 +72,48 @@ func (d *deadHostsResult) lines() []string {
 	for i, s := range d.Samples {
 		open[i] = strconv.FormatInt(s.Open, 10)
 	}
-	out := []string{
-		fmt.Sprintf("open connections to the %d hanging hosts once circuits should be open (%.0f s after the first publish to the end of publishing, %.0f s): "+
+	var out []string
+	what := "hanging hosts"
+	if d.TurnAfterSeconds > 0 {
+		what = "turned hosts"
+		turned := "they never turned: publishing ended first"
+		if t := d.TurnedAtSeconds; t != nil {
+			turned = fmt.Sprintf("turned %.1f s after the first publish; open connections to them from then on: peak %d, at most %d to one host; "+
+				"%d accepted after the turn (hanging)", *t, d.OpenPeakAfterTurn, d.HostPeakMax, d.ConnsAccepted)
+		}
+		out = append(out, fmt.Sprintf("the %d bad hosts answered 204 for the first %.0f s, then hung (accept, never answer); %s",
+			d.Hosts, d.TurnAfterSeconds, turned))
+	}
+	out = append(out,
+		fmt.Sprintf("open connections to the %d %s once circuits should be open (%.0f s after the first publish to the end of publishing, %.0f s): "+
 			"max %d, %d at the end; %d new connections in that window (target: at most the probes, about 1 per host, not the per-host cap, 64 by default)",
-			d.Hosts, d.WindowFromSeconds, d.PublishingSeconds, d.OpenMaxInWindow, d.OpenAtEnd, d.NewConnsInWindow),
+			d.Hosts, what, d.WindowFromSeconds, d.PublishingSeconds, d.OpenMaxInWindow, d.OpenAtEnd, d.NewConnsInWindow),
 		fmt.Sprintf("open connections to them, every %.0f s from the first publish: %s (peak %d; at most %d to one host; %d accepted in all)",
-			sampleEvery.Seconds(), strings.Join(open, " "), d.OpenPeak, d.HostPeakMax, d.ConnsAccepted),
+			sampleEvery.Seconds(), strings.Join(open, " "), d.OpenPeak, d.HostPeakMax, d.ConnsAccepted))
+	if c := d.Circuits; c != nil {
+		out = append(out, c.line())
 	}
 	if r := d.Recovery; r != nil {
 		out = append(out, r.line())
+		if l := r.spanLine(); l != "" {
+			out = append(out, l)
+		}
 	}
 	return out
+}
+
+// spanLine sets the revived hosts' catch-up against the cool-down: parked
+// deliveries are meant to all arrive within one cool-down of the first.
+func (r *recoveryResult) spanLine() string {
+	if r.SpanMaxSeconds == nil {
+		return ""
+	}
+	s := fmt.Sprintf("recovery per revived host, first delivery to the last missed one: median %.1f s, max %.1f s over %d complete hosts",
+		*r.SpanMedianSeconds, *r.SpanMaxSeconds, r.HostsComplete)
+	if r.SpanHostsWithCooldown > 0 {
+		s += fmt.Sprintf("; %d/%d within the host's own cool-down at revival", r.SpansWithinCooldown, r.SpanHostsWithCooldown)
+	}
+	return s
 }
 
 func (r *recoveryResult) line() string {
@@ -144,8 +192,12 @@ func deadComparisons(rs []Result) []deadComparison {
 func writeDead(b *strings.Builder, cs []deadComparison) {
 	x := func(v *float64) string { return opt(v, "%.2f ×") }
 	for _, c := range cs {
-		fmt.Fprintf(b, "DEADHOSTS %s: healthy endpoint p99 %.1f ms, webhookd CPU %s s (%s s while publishing), peak RSS %s MiB\n",
-			c.Scenario, c.HealthyP99, opt(c.CPUSeconds, "%.1f"), opt(c.CPUPublish, "%.1f"), opt(c.PeakRSSMiB, "%.0f"))
+		label := "DEADHOSTS"
+		if strings.HasPrefix(c.Scenario, "hanghosts") {
+			label = "HANGHOSTS"
+		}
+		fmt.Fprintf(b, "%s %s: healthy endpoint p99 %.1f ms, webhookd CPU %s s (%s s while publishing), peak RSS %s MiB\n",
+			label, c.Scenario, c.HealthyP99, opt(c.CPUSeconds, "%.1f"), opt(c.CPUPublish, "%.1f"), opt(c.PeakRSSMiB, "%.0f"))
 		for _, k := range c.Controls {
 			fmt.Fprintf(b, "  vs %s: p99 %.1f ms (%s), CPU %s s (%s; while publishing %s s, %s), RSS %s MiB (%s)\n",
 				k.Scenario, k.P99, x(k.P99Ratio), opt(k.CPUSeconds, "%.1f"), x(k.CPURatio),

@@ -80,3 +80,66 @@ func TestDeadHostsReport(t *testing.T) {
 		t.Error("deliveries missing at the revived hosts must fail the run")
 	}
 }
+
+func TestTurnedHostsReport(t *testing.T) {
+	turned := 10.2
+	cases := []struct {
+		name string
+		d    deadHostsResult
+		want []string
+		not  []string
+	}{
+		{"dead hosts: no turn line", deadHostsResult{Hosts: 50}, []string{"the 50 hanging hosts once circuits"}, []string{"answered 204", "circuits at revival"}},
+		{"turned", deadHostsResult{Hosts: 50, TurnAfterSeconds: 10, TurnedAtSeconds: &turned, OpenPeakAfterTurn: 900, HostPeakMax: 20, ConnsAccepted: 950},
+			[]string{"answered 204 for the first 10 s, then hung", "turned 10.2 s after the first publish", "from then on: peak 900, at most 20 to one host; 950 accepted after the turn",
+				"the 50 turned hosts once circuits"}, nil},
+		{"never turned", deadHostsResult{Hosts: 50, TurnAfterSeconds: 10}, []string{"they never turned"}, nil},
+		{"circuits and spans", deadHostsResult{Hosts: 50,
+			Circuits: summariseCircuits([]hostCircuit{{State: stateCircuitOpen, CooldownSeconds: fp(20), RemainingSeconds: fp(3)}}),
+			Recovery: &recoveryResult{Hosts: 1, HostsComplete: 1, SpanMedianSeconds: fp(4), SpanMaxSeconds: fp(4), SpanHostsWithCooldown: 1, SpansWithinCooldown: 1}},
+			[]string{"circuits at revival", "1/1 open", "first delivery to the last missed one: median 4.0 s, max 4.0 s", "1/1 within"}, nil},
+	}
+	for _, c := range cases {
+		got := strings.Join(c.d.lines(), "\n")
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: lacks %q:\n%s", c.name, w, got)
+			}
+		}
+		for _, w := range c.not {
+			if strings.Contains(got, w) {
+				t.Errorf("%s: has %q:\n%s", c.name, w, got)
+			}
+		}
+	}
+	var b strings.Builder
+	writeDead(&b, []deadComparison{{Scenario: "hanghosts50"}, {Scenario: "deadhosts50"}})
+	if !strings.Contains(b.String(), "HANGHOSTS hanghosts50:") || !strings.Contains(b.String(), "DEADHOSTS deadhosts50:") {
+		t.Errorf("labels:\n%s", b.String())
+	}
+}
+
+func TestReportSkipsRowsOfChurnAndFailing(t *testing.T) {
+	rs := []Result{
+		{Scenario: "churn", Kind: kindChurn, Churn: &churnResult{Cycles: 5}, FailReasons: []string{"left behind"}},
+		{Scenario: "failing1m", Kind: kindFailing, Failing: &failingResult{Expected: 10}},
+	}
+	rep := newReport(rs)
+	var b bytes.Buffer
+	if err := rep.writeTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if strings.Contains(out, "deliv/s") || !strings.Contains(out, "churn: FAILED: left behind") || !strings.Contains(out, "failing1m: 0 webhooks answering 500") ||
+		!rep.Failed || !strings.Contains(out, "\nFAILED:") {
+		t.Errorf("failed %v, table:\n%s", rep.Failed, out)
+	}
+	if newReport(rs[1:]).Failed {
+		t.Error("nothing failed")
+	}
+	rs = append(rs, Result{Scenario: "single"})
+	b.Reset()
+	if err := newReport(rs).writeTable(&b); err != nil || strings.Count(b.String(), "\nsingle ") != 1 || strings.Contains(b.String(), "\nchurn  ") {
+		t.Errorf("one row, single's:\n%s", b.String())
+	}
+}

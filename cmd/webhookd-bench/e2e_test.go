@@ -126,3 +126,24 @@ func TestEndToEndExternal(t *testing.T) {
 		t.Errorf("%d subscriptions left behind (%v)", len(list.Data), err)
 	}
 }
+
+// TestEndToEndChurnAndFailing runs both API-side scenarios small: every
+// churned webhook is gone, and every failing delivery is given up once.
+func TestEndToEndChurnAndFailing(t *testing.T) {
+	bin := daemonBin(t)
+	rep, code, stderr := runBench(t, "--webhookd-bin", bin, "--scenario", "churn,failing1m", "--churn-cycles", "300",
+		"--churn-clients", "8", "--settle", "1s", "--failing-webhooks", "5", "--failing-events", "20", "--drain-idle", "30s")
+	if code != 0 || len(rep.Scenarios) != 2 || rep.Failed {
+		t.Fatalf("exit %d, %d results, failed %v; stderr:\n%s", code, len(rep.Scenarios), rep.Failed, stderr)
+	}
+	c := rep.Scenarios[0].Churn
+	if c == nil || c.Cycles != 300 || c.PerSecond <= 0 || c.After.Registrations == nil || *c.After.Registrations != 0 ||
+		c.Before.Goroutines == nil || c.After.Goroutines == nil || c.PeakRSSMiB == nil || c.After.RSSMiB == nil {
+		t.Errorf("churn: %+v", c)
+	}
+	f := rep.Scenarios[1].Failing
+	if f == nil || f.Expected != 100 || f.GaveUp == nil || *f.GaveUp != 100 || f.ByReason["max_attempts"] != 100 || f.Distinct != 100 ||
+		f.List == nil || f.List.Webhooks != 5 || f.List.MinLen != 20 || f.List.MaxLen != 20 || f.List.Errors != 0 || len(f.Streams) == 0 {
+		t.Errorf("failing1m: %+v list %+v", f, f.List)
+	}
+}

@@ -18,8 +18,12 @@
 //	go run ./cmd/webhookd-bench                       # standard scenarios, < 3 min
 //	go run ./cmd/webhookd-bench --scenario subs1m     # the full million
 //	go run ./cmd/webhookd-bench --scenario single,fanout100 --json
+//	go run ./cmd/webhookd-bench --scenario churn --churn-cycles 2000   # API create/delete churn
+//	go run ./cmd/webhookd-bench --scenario failing1m                   # a million given-up deliveries
 //
-// Exit status: 0 all good; 1 a scenario failed to run or is void; 2 usage;
+// Exit status: 0 all good; 1 a scenario failed to run, failed a check
+// (churn: registrations left; failing1m: not all given up, an unbounded
+// failure list) or is void; 2 usage;
 // 3 deliveries were lost (unless --allow-loss).
 package main
 
@@ -98,8 +102,7 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			failed = true
 			continue
 		}
-		fmt.Fprintf(stderr, "%s: %d/%d delivered, %.0f/s, p99 %.1f ms\n",
-			s.Name, res.Tally.Unique, res.Tally.Expected, res.PerSecond, res.Latency.P99)
+		fmt.Fprintln(stderr, res.progressLine())
 		results = append(results, res)
 	}
 	rep := newReport(results)
@@ -114,7 +117,7 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stderr, "total %.0f s\n", time.Since(began).Seconds())
 	switch {
-	case failed || rep.Void:
+	case failed || rep.Void || rep.Failed:
 		return 1
 	case rep.Lost && !cfg.AllowLoss:
 		fmt.Fprintln(stderr, "webhookd-bench: deliveries were lost (see the table); --allow-loss to exit 0 anyway")

@@ -85,14 +85,25 @@ func newReceiver(mode behaviour, b *book) (*receiver, error) {
 // when set, runs once each request was answered: a dead host that came
 // back uses it to time its deliveries.
 func serveReceiver(ln net.Listener, mode behaviour, b *book, after func()) *receiver {
-	r := &receiver{mode: mode, book: b, url: "http://" + ln.Addr().String(),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	var h http.Handler = r
-	if after != nil {
-		h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	if after == nil {
+		return serveWrapped(ln, mode, b, nil)
+	}
+	return serveWrapped(ln, mode, b, func(r *receiver) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			r.ServeHTTP(w, req)
 			after()
 		})
+	})
+}
+
+// serveWrapped is serveReceiver with the handler wrap(r) in front of the
+// receiver's own (nil: none).
+func serveWrapped(ln net.Listener, mode behaviour, b *book, wrap func(r *receiver) http.Handler) *receiver {
+	r := &receiver{mode: mode, book: b, url: "http://" + ln.Addr().String(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	var h http.Handler = r
+	if wrap != nil {
+		h = wrap(r)
 	}
 	r.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ConnState: r.connState}

@@ -48,6 +48,15 @@ type Result struct {
 	DeadHosts    *deadHostsResult `json:"deadHosts,omitempty"`
 	LossExpected bool             `json:"lossExpected,omitempty"`
 
+	// Kind is "" for an event run; churn and failing runs carry their
+	// figures in Churn and Failing and get no table row.
+	Kind    string         `json:"kind,omitempty"`
+	Churn   *churnResult   `json:"churn,omitempty"`
+	Failing *failingResult `json:"failing,omitempty"`
+	// FailReasons are checks the run measured and failed (exit 1), as
+	// opposed to a void run, whose figures cannot be trusted.
+	FailReasons []string `json:"failReasons,omitempty"`
+
 	Void        bool     `json:"void"`
 	VoidReasons []string `json:"voidReasons,omitempty"`
 	Notes       []string `json:"notes,omitempty"`
@@ -78,7 +87,7 @@ type endpointStats struct {
 func newResult(s Scenario) Result {
 	return Result{Scenario: s.Name, Events: s.Events, Rate: s.Rate, Fanout: s.Fanout(),
 		HealthyFanout: s.HealthyFanout(), Subs: max(s.Subs, s.Fanout()), Notes: append([]string(nil), s.Notes...),
-		Family: s.Family, Role: s.Role, LossExpected: s.LossExpected}
+		Family: s.Family, Role: s.Role, LossExpected: s.LossExpected, Kind: s.Kind}
 }
 
 // finish derives the per-delivery figures and the verdict.
@@ -99,6 +108,7 @@ type report struct {
 	DeadHosts []deadComparison `json:"deadHosts,omitempty"`
 	Void      bool             `json:"void"`
 	Lost      bool             `json:"lost"`
+	Failed    bool             `json:"failed"` // a run failed one of its checks
 }
 
 // isolation compares the healthy endpoints' p99 in mixed (10% of the
@@ -126,6 +136,7 @@ func newReport(rs []Result) report {
 	for i := range rs {
 		r := &rs[i]
 		rep.Void = rep.Void || r.Void
+		rep.Failed = rep.Failed || len(r.FailReasons) > 0
 		rep.Lost = rep.Lost || (r.Tally.Lost > 0 && !r.LossExpected) || r.DeadHosts.missing() > 0
 		if r.Ratio != nil && (pick == nil || (r.Scenario == "single" && pick.Scenario != "single")) {
 			pick = r
@@ -166,32 +177,15 @@ func opt(v *float64, format string) string {
 
 func (rep report) writeTable(w io.Writer) error {
 	var b strings.Builder
-	nw := 10 // the name column widens for the dead-hosts controls
+	nw, rows := 10, 0 // the name column widens for the dead-hosts controls
 	for _, r := range rep.Scenarios {
-		nw = max(nw, len(r.Scenario))
+		if r.Kind == "" {
+			nw, rows = max(nw, len(r.Scenario)), rows+1
+		}
 	}
-	fmt.Fprintf(&b, "%-*s %7s %6s %6s %8s %6s %5s %8s %8s %6s %8s %8s %8s %8s %8s %7s %7s %7s\n",
-		nw, "scenario", "events", "rate", "fanout", "received", "lost", "dups", "deliv/s", "raw/s", "ratio",
-		"p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu s", "cpu µs", "RSS MiB")
-	for _, r := range rep.Scenarios {
-		rate, raw, ratio := "max", "-", "-"
-		if r.Rate > 0 {
-			rate = fmt.Sprintf("%.0f/s", r.Rate)
-		}
-		if r.Baseline != nil {
-			raw, ratio = fmt.Sprintf("%.0f", r.Baseline.PerSecond), fmt.Sprintf("%.2f", *r.Ratio)
-		}
-		fanout := fmt.Sprint(r.Fanout)
-		if r.HealthyFanout != r.Fanout {
-			fanout = fmt.Sprintf("%d/%d", r.HealthyFanout, r.Fanout)
-		}
-		l := r.Latency
-		fmt.Fprintf(&b, "%-*s %7d %6s %6s %8d %6d %5d %8.0f %8s %6s %8.1f %8.1f %8.1f %8.1f %8.1f %7s %7s %7s\n",
-			nw, r.Scenario, r.Events, rate, fanout, r.Tally.Unique, r.Tally.Lost, r.Tally.Duplicates, r.PerSecond, raw, ratio,
-			l.P50, l.P90, l.P99, l.P999, l.Max, opt(r.CPUSeconds, "%.2f"), opt(r.CPUMicrosPerDeli, "%.0f"), opt(r.PeakRSSMiB, "%.0f"))
+	if rows > 0 {
+		rep.writeRows(&b, nw)
 	}
-	b.WriteString("\nlatency: publish (the scheduled send time when paced) to receipt at a healthy endpoint; " +
-		"cpu: webhookd's user+system seconds during the run, embedded NATS included; fanout h/n: h of n endpoints healthy\n")
 	for _, r := range rep.Scenarios {
 		for _, line := range r.notes() {
 			fmt.Fprintf(&b, "%s: %s\n", r.Scenario, line)
@@ -209,6 +203,9 @@ func (rep report) writeTable(w io.Writer) error {
 		b.WriteString("\n")
 		writeDead(&b, rep.DeadHosts)
 	}
+	if rep.Failed {
+		b.WriteString("\nFAILED: at least one run failed a check (see its FAILED lines)\n")
+	}
 	if rep.Void {
 		b.WriteString("\nVOID: at least one run's ledger does not balance or carries bad deliveries; its figures are not to be trusted\n")
 	}
@@ -216,10 +213,58 @@ func (rep report) writeTable(w io.Writer) error {
 	return err
 }
 
+// writeRows is the table of the event runs.
+func (rep report) writeRows(b *strings.Builder, nw int) {
+	fmt.Fprintf(b, "%-*s %7s %6s %6s %8s %6s %5s %8s %8s %6s %8s %8s %8s %8s %8s %7s %7s %7s\n",
+		nw, "scenario", "events", "rate", "fanout", "received", "lost", "dups", "deliv/s", "raw/s", "ratio",
+		"p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu s", "cpu µs", "RSS MiB")
+	for _, r := range rep.Scenarios {
+		if r.Kind != "" {
+			continue
+		}
+		rate, raw, ratio := "max", "-", "-"
+		if r.Rate > 0 {
+			rate = fmt.Sprintf("%.0f/s", r.Rate)
+		}
+		if r.Baseline != nil {
+			raw, ratio = fmt.Sprintf("%.0f", r.Baseline.PerSecond), fmt.Sprintf("%.2f", *r.Ratio)
+		}
+		fanout := fmt.Sprint(r.Fanout)
+		if r.HealthyFanout != r.Fanout {
+			fanout = fmt.Sprintf("%d/%d", r.HealthyFanout, r.Fanout)
+		}
+		l := r.Latency
+		fmt.Fprintf(b, "%-*s %7d %6s %6s %8d %6d %5d %8.0f %8s %6s %8.1f %8.1f %8.1f %8.1f %8.1f %7s %7s %7s\n",
+			nw, r.Scenario, r.Events, rate, fanout, r.Tally.Unique, r.Tally.Lost, r.Tally.Duplicates, r.PerSecond, raw, ratio,
+			l.P50, l.P90, l.P99, l.P999, l.Max, opt(r.CPUSeconds, "%.2f"), opt(r.CPUMicrosPerDeli, "%.0f"), opt(r.PeakRSSMiB, "%.0f"))
+	}
+	b.WriteString("\nlatency: publish (the scheduled send time when paced) to receipt at a healthy endpoint; " +
+		"cpu: webhookd's user+system seconds during the run, embedded NATS included; fanout h/n: h of n endpoints healthy\n")
+}
+
+// progressLine is what the run printed to stderr when it ended.
+func (r Result) progressLine() string {
+	switch {
+	case r.Churn != nil:
+		c := r.Churn
+		return fmt.Sprintf("%s: %d cycles, %.0f/s, registrations after %s", r.Scenario, c.Cycles, c.PerSecond, opt(c.After.Registrations, "%.0f"))
+	case r.Failing != nil:
+		f := r.Failing
+		return fmt.Sprintf("%s: %s/%d given up, %.0f/s", r.Scenario, opt(f.GaveUp, "%.0f"), f.Expected, f.PerSecond)
+	}
+	return fmt.Sprintf("%s: %d/%d delivered, %.0f/s, p99 %.1f ms", r.Scenario, r.Tally.Unique, r.Tally.Expected, r.PerSecond, r.Latency.P99)
+}
+
 // notes are the lines printed under the table for r.
 func (r Result) notes() []string {
 	var out []string
 	out = append(out, r.Notes...)
+	if c := r.Churn; c != nil {
+		out = append(out, c.lines()...)
+	}
+	if f := r.Failing; f != nil {
+		out = append(out, f.lines()...)
+	}
 	if g := r.Registration; g != nil {
 		out = append(out, fmt.Sprintf("registered %d subscriptions in %.1f s through the API (%.0f/s, %d keep-alive workers); 1,000,000 would take ~%.0f s",
 			g.Subs, g.Seconds, g.PerSecond, g.Workers, g.Projected1MSeconds))
@@ -256,6 +301,9 @@ func (r Result) notes() []string {
 	}
 	if n := r.DeadHosts.missing(); n > 0 {
 		out = append(out, fmt.Sprintf("LOST %d deliveries to the revived hosts (not received before the recovery wait ended)", n))
+	}
+	for _, v := range r.FailReasons {
+		out = append(out, "FAILED: "+v)
 	}
 	for _, v := range r.VoidReasons {
 		out = append(out, "VOID: "+v)

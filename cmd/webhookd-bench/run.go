@@ -34,18 +34,27 @@ type scenarioRun struct {
 	dead  *deadSet    // subscriptions len(recvs).. (nil without any)
 	api   *apiClient
 	ids   []string // registered subscriptions, for cleanup of an external daemon
+	// hookIDs are the hot subscriptions' ids, same index as the ledger's.
+	hookIDs []string
+	logw    io.Writer // progress of long waits
 }
 
 // run executes s and returns its figures. Errors are failures to measure
 // (daemon did not start, API refused); a measured but untrustworthy run is
 // a Result with Void set.
 func (b *bench) run(ctx context.Context, s Scenario) (res Result, err error) {
+	switch s.Kind {
+	case kindChurn:
+		return b.runChurn(ctx, s)
+	case kindFailing:
+		return b.runFailing(ctx, s)
+	}
 	res = newResult(s)
 	t, err := b.target(ctx, s)
 	if err != nil {
 		return res, err
 	}
-	r := &scenarioRun{s: s, t: t, api: newAPIClient(t, b.cfg.RegisterWorkers)}
+	r := &scenarioRun{s: s, t: t, api: newAPIClient(t, b.cfg.RegisterWorkers), logw: b.logOrDiscard()}
 	defer func() { err = errors.Join(err, r.close(b, &res)) }()
 	if err := r.setUp(ctx, b.cfg, &res); err != nil {
 		return res, err
@@ -86,7 +95,9 @@ func (b *bench) target(ctx context.Context, s Scenario) (target, error) {
 	if b.external != nil {
 		return *b.external, nil
 	}
-	d, err := startDaemon(ctx, daemonConfig{Bin: b.bin, Extra: b.cfg.DaemonFlags, Pprof: b.cfg.Profile != ""})
+	// The scenario's own flags first, so --daemon-flag overrides them.
+	extra := append(append([]string(nil), s.DaemonFlags...), b.cfg.DaemonFlags...)
+	d, err := startDaemon(ctx, daemonConfig{Bin: b.bin, Extra: extra, Pprof: b.cfg.Profile != ""})
 	if err != nil {
 		return target{}, fmt.Errorf("%s: %w", s.Name, err)
 	}
@@ -123,7 +134,7 @@ func (r *scenarioRun) setUp(ctx context.Context, cfg Config, res *Result) error 
 	}
 	if s.Dead > 0 {
 		var err error
-		if r.dead, err = newDeadSet(s.Dead, len(modes), r.book); err != nil {
+		if r.dead, err = newDeadSet(s.Dead, len(modes), r.book, s.HealthyFor); err != nil {
 			return err
 		}
 	}
@@ -136,6 +147,7 @@ func (r *scenarioRun) setUp(ctx context.Context, cfg Config, res *Result) error 
 		hot[i] = reg.ID
 		return r.book.setSecret(i, reg.Secret)
 	})
+	r.hookIDs = hot
 	if r.t.proc == nil {
 		r.ids = append(r.ids, hot...)
 	}
@@ -244,6 +256,11 @@ func (r *scenarioRun) measure(ctx context.Context, cfg Config, res *Result) erro
 	}
 	if r.dead != nil {
 		r.dead.endPublishing()
+		if s.Revive > 0 {
+			// Read before the hung connections close: those attempts
+			// fail then, and their failures would move the circuits.
+			r.dead.circuits = r.readCircuits(ctx, spread(len(r.dead.hosts), s.Revive))
+		}
 		r.dead.revive(s.Revive, int64(pr.Acked))
 	}
 	want := int64(pr.Acked) * int64(s.Healthy)

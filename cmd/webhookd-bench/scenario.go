@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -43,8 +44,24 @@ type Scenario struct {
 	// LossExpected marks a control that is known to ask for more than the
 	// machine delivers: its losses are reported but fail no exit status.
 	LossExpected bool
+	// HealthyFor, when set, makes the dead destinations healthy at
+	// first: they answer 204 for this long from the first publish, then
+	// turn into hanging ones (hanghostsN).
+	HealthyFor time.Duration
 	// About is the line printed when the run starts.
 	About string
+
+	// Kind is "" for an event run, else kindChurn or kindFailing.
+	Kind string
+	// DaemonFlags are the scenario's own daemon flags (--daemon-flag
+	// comes after them, so it overrides them).
+	DaemonFlags []string
+	// Cycles and Clients shape a churn run: create-then-delete cycles,
+	// and how many run at once.
+	Cycles, Clients int
+	// Settle is how long a churn or failing run leaves the daemon alone
+	// before its "after" figures.
+	Settle time.Duration
 }
 
 // Fanout is the number of subscriptions each event matches.
@@ -134,6 +151,43 @@ var presets = map[string]preset{
 	}},
 	"deadhosts50":  deadPreset(50, 50),
 	"deadhosts500": deadPreset(500, 25),
+	"hanghosts50":  hangPreset(50, 50),
+	"churn": {about: "create-then-delete webhooks through the API (--churn-cycles, --churn-clients); memory, goroutines and registrations before and after",
+		build: func(c Config) Scenario {
+			s := Scenario{Name: "churn", Kind: kindChurn, Cycles: defaultChurnCycles, Clients: defaultChurnClients, Settle: defaultSettle}
+			if c.ChurnCycles > 0 {
+				s.Cycles = c.ChurnCycles
+			}
+			if c.ChurnClients > 0 {
+				s.Clients = c.ChurnClients
+			}
+			if c.Settle > 0 {
+				s.Settle = c.Settle
+			}
+			s.About = fmt.Sprintf("%d create-then-delete cycles, %d clients at once", s.Cycles, s.Clients)
+			return s
+		}},
+	"failing1m": {about: "100 webhooks answering 500, 10,000 events each: a million deliveries given up after one attempt (--failing-webhooks, --failing-events)",
+		build: func(c Config) Scenario {
+			s := Scenario{Name: "failing1m", Kind: kindFailing, Failing: defaultFailingHooks, Events: defaultFailingEvents,
+				Rate: c.Rate, Settle: defaultSettle, DaemonFlags: failingDaemonFlags}
+			if c.FailingHooks > 0 {
+				s.Failing = c.FailingHooks
+			}
+			if c.FailingEvents > 0 {
+				s.Events = c.FailingEvents
+			}
+			if c.Settle > 0 {
+				s.Settle = c.Settle
+			}
+			s.Subs = s.Failing
+			s.About = fmt.Sprintf("%d webhooks answering 500, %d events each = %d deliveries, each given up after one attempt",
+				s.Failing, s.Events, s.Failing*s.Events)
+			if n := s.Failing * s.Events; n != 1_000_000 {
+				s.Notes = append(s.Notes, fmt.Sprintf("SCALED to %d failing deliveries, not 1,000,000", n))
+			}
+			return s
+		}},
 }
 
 func presetNames() []string {
@@ -160,6 +214,9 @@ func plan(c Config) []Scenario {
 		for _, s := range runs {
 			if c.NoBaseline {
 				s.Baseline = false
+			}
+			if c.External() && len(s.DaemonFlags) > 0 {
+				s.Notes = append(s.Notes, "the scenario's daemon flags ("+strings.Join(s.DaemonFlags, " ")+") are not applied: the daemon is not the bench's own")
 			}
 			if c.External() && s.Restart {
 				s.Restart = false

@@ -27,16 +27,35 @@ const defaultReviveTimeout = 10 * time.Minute
 // more is expected to fall behind.
 const overCapacity = 20_000
 
+// defaultHangAfter is how long hanghostsN's bad hosts answer 204 before
+// they hang: long enough for the daemon to prove them healthy.
+const defaultHangAfter = 10 * time.Second
+
 // deadPreset is deadhostsN: n destinations that accept connections and
 // never answer, plus 1 healthy receiver, every event fanned out to all;
 // revive of the dead come back once publishing ends. Its controls run the
 // same pacing on fresh daemons: n+1 healthy receivers, and the healthy
 // one alone.
 func deadPreset(n, revive int) preset {
-	name := "deadhosts" + strconv.Itoa(n)
+	return badHostsPreset("deadhosts"+strconv.Itoa(n), n, revive, false)
+}
+
+// hangPreset is hanghostsN: deadhostsN whose n bad hosts first answer 204
+// quickly (--hang-after, 10 s from the first publish, so the daemon proves
+// them healthy) and then hang: a healthy host turned hanging must not
+// monopolise the capacity the healthy one shares with it.
+func hangPreset(n, revive int) preset {
+	return badHostsPreset("hanghosts"+strconv.Itoa(n), n, revive, true)
+}
+
+func badHostsPreset(name string, n, revive int, turns bool) preset {
+	what := "hanging hosts"
+	if turns {
+		what = fmt.Sprintf("hosts answering 204 for the first %.0f s, then hanging,", defaultHangAfter.Seconds())
+	}
 	return preset{
-		about: fmt.Sprintf("%d hanging hosts + 1 healthy, each event to all, %d events/s for %.0f s; then %d of them come back; then two controls",
-			n, deadRate, deadDuration.Seconds(), revive),
+		about: fmt.Sprintf("%d %s + 1 healthy, each event to all, %d events/s for %.0f s; then %d of them come back; then two controls",
+			n, what, deadRate, deadDuration.Seconds(), revive),
 		build: func(c Config) Scenario {
 			s := paced(name, c, deadRate, deadDuration)
 			s.Healthy, s.Dead, s.Subs = 1, n, n+1
@@ -49,9 +68,21 @@ func deadPreset(n, revive int) preset {
 			if s.ReviveTimeout == 0 {
 				s.ReviveTimeout = defaultReviveTimeout
 			}
-			s.About = fmt.Sprintf("%d hanging hosts + 1 healthy, each event to all, %.0f events/s for %.0f s; then %d of them come back",
-				n, s.Rate, s.Duration.Seconds(), s.Revive)
-			s.Notes = []string{fmt.Sprintf("latency and ledger cover the 1 healthy endpoint; the %d hanging hosts are reported apart", n)}
+			what := "hanging hosts"
+			if turns {
+				s.HealthyFor = defaultHangAfter
+				if c.HangAfter > 0 {
+					s.HealthyFor = c.HangAfter
+				}
+				what = fmt.Sprintf("hosts answering 204 for %.0f s, then hanging,", s.HealthyFor.Seconds())
+			}
+			s.About = fmt.Sprintf("%d %s + 1 healthy, each event to all, %.0f events/s for %.0f s; then %d of them come back",
+				n, what, s.Rate, s.Duration.Seconds(), s.Revive)
+			bad := "hanging hosts"
+			if turns {
+				bad = "turned hosts"
+			}
+			s.Notes = []string{fmt.Sprintf("latency and ledger cover the 1 healthy endpoint; the %d %s are reported apart", n, bad)}
 			return s
 		},
 		controls: func(c Config) []Scenario {

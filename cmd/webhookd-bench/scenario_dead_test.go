@@ -62,3 +62,36 @@ func TestPlanDeadHosts(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanHangHosts(t *testing.T) {
+	cases := []struct {
+		name       string
+		cfg        Config
+		healthyFor time.Duration
+		dead, rev  int
+		duration   time.Duration
+	}{
+		{"presets", Config{Scenarios: []string{"hanghosts50"}}, 10 * time.Second, 50, 50, time.Minute},
+		{"smoke", Config{Scenarios: []string{"hanghosts50"}, HangAfter: 5 * time.Second, Duration: 20 * time.Second, Revive: 10},
+			5 * time.Second, 50, 10, 20 * time.Second},
+	}
+	for _, c := range cases {
+		got := plan(c.cfg)
+		if len(got) != 3 {
+			t.Fatalf("%s: %d runs, want the run and its two controls", c.name, len(got))
+		}
+		s := got[0]
+		if s.Name != "hanghosts50" || s.Role != roleDead || s.HealthyFor != c.healthyFor || s.Dead != c.dead || s.Revive != c.rev ||
+			s.Duration != c.duration || s.Healthy != 1 || !strings.Contains(s.About, "then hanging") {
+			t.Errorf("%s: %+v", c.name, s)
+		}
+		for _, k := range got[1:] {
+			if k.Family != "hanghosts50" || k.HealthyFor != 0 || k.Dead != 0 || k.Duration != c.duration {
+				t.Errorf("%s: control %+v", c.name, k)
+			}
+		}
+	}
+	if d := plan(Config{Scenarios: []string{"deadhosts50"}})[0]; d.HealthyFor != 0 {
+		t.Errorf("deadhosts50 hosts must hang from the start: %v", d.HealthyFor)
+	}
+}
