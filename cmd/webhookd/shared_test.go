@@ -309,9 +309,11 @@ func pollUntil(limit time.Duration, cond func() bool) bool {
 // every event reaches the one live subscription.
 func TestJoinLargeRegistryUnderLoad(t *testing.T) {
 	if testing.Short() {
-		t.Skip("two real daemons, 20,000 subscriptions")
+		t.Skip("two real daemons, 60,001 subscriptions")
 	}
-	const subs, clients, events, rate = 20000, 64, 3000, 300
+	// The measurement: 60,001 subscriptions (1 live), 6,000 events
+	// at 400/s, a new instance with an empty data dir 3 s into the stream.
+	const subs, clients, events, rate = 60001, 64, 6000, 400
 	url := sharedNATS(t)
 	a := onNATS(t, url)
 	a.start()
@@ -343,7 +345,7 @@ func TestJoinLargeRegistryUnderLoad(t *testing.T) {
 	t.Logf("registered %d subscriptions on A in %s (live one %s last)", subs, time.Since(start).Round(time.Millisecond), id)
 
 	pub := startPacedPublisher(t, url, 0, events, rate)
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(3 * time.Second)
 	c := onNATS(t, url)
 	joined, joinedAt := time.Now(), pub.acked.Load()
 	c.launch()
