@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -60,7 +61,7 @@ func TestDocumentedPermissions(t *testing.T) {
 	t.Cleanup(func() { _ = ns.Process.Kill(); _ = ns.Wait() })
 	waitUntil(t, 20*time.Second, "nats-server listening", func() bool { return dialOK(fmt.Sprintf("127.0.0.1:%d", port)) })
 
-	d := newDaemon(t, "--nats-user", "webhookd")
+	d := newDaemon(t, "--nats-user", "webhookd", "--retry-max-attempts", "1")
 	d.env = append(d.env, "WEBHOOKD_NATS_PASSWORD=wh-secret-pass")
 	d.externalNATS = fmt.Sprintf("nats://127.0.0.1:%d", port)
 	d.start()
@@ -68,7 +69,16 @@ func TestDocumentedPermissions(t *testing.T) {
 	l := newLedger()
 	recv := httptest.NewServer(http.HandlerFunc(l.handler))
 	defer recv.Close()
-	subscribe(t, d, l, recv.URL, 2)
+	since := time.Now().UTC().Add(-time.Second)
+	first := subscribeAt(t, d, l, recv.URL, "/sub-0")
+	subscribeAt(t, d, l, recv.URL, "/sub-1")
+	// A receiver that fails, so the failures stream and the delivery log
+	// are written under these permissions too.
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer failing.Close()
+	broken, _ := d.register(failing.URL, "workflowRun.completed", "")
 
 	pub, err := nats.Connect(d.externalNATS, nats.UserInfo("publisher", "pub-secret-pass"))
 	if err != nil {
@@ -84,6 +94,38 @@ func TestDocumentedPermissions(t *testing.T) {
 		}
 	}
 	waitUntil(t, 60*time.Second, "every delivery", func() bool { return l.unique() >= events*2 })
+
+	// Failure records and a retry of one (the failures stream), and a
+	// replay (the replays bucket) work under the same permissions.
+	var failures []failureRecord
+	waitUntil(t, 30*time.Second, "failure records", func() bool { failures = d.failures(broken); return len(failures) > 0 })
+	status, body := d.api(http.MethodGet, "/api/webhook/"+broken+"/deliveries?status=failed&limit=1", nil)
+	var dl struct{ Data []struct{ ID string } }
+	if err := json.Unmarshal(body, &dl); status != 200 || err != nil || len(dl.Data) != 1 {
+		t.Fatalf("failed deliveries: %d %s", status, body)
+	}
+	if status, body := d.api(http.MethodPost, "/api/webhook/"+broken+"/deliveries/"+dl.Data[0].ID+"/retry", nil); status != http.StatusAccepted {
+		t.Fatalf("retry: %d %s", status, body)
+	}
+	req := fmt.Sprintf(`{"since":%q,"until":%q}`, since.Format(time.RFC3339), time.Now().UTC().Add(time.Second).Format(time.RFC3339))
+	status, body = d.api(http.MethodPost, "/api/webhook/"+first+"/replay", []byte(req))
+	if status != http.StatusAccepted {
+		t.Fatalf("replay: %d %s\nnats-server: %s", status, body, tail(out.String(), 2000))
+	}
+	var job struct{ Data struct{ ID string } }
+	_ = json.Unmarshal(body, &job)
+	waitUntil(t, 60*time.Second, "the replay to finish and re-deliver", func() bool {
+		status, body := d.api(http.MethodGet, "/api/replays/"+job.Data.ID, nil)
+		var env struct{ Data struct{ State string } }
+		_ = json.Unmarshal(body, &env)
+		l.mu.Lock()
+		total := l.total
+		l.mu.Unlock()
+		return status == 200 && env.Data.State == "succeeded" && total >= 3*events
+	})
+	if strings.Contains(out.String(), "Permissions Violation") && strings.Contains(out.String(), "webhookd") {
+		t.Errorf("nats-server reports a permissions violation of the webhookd user:\n%s", tail(out.String(), 2000))
+	}
 
 	// The publisher may not write the registry, with or without JetStream.
 	errs := make(chan error, 1)
