@@ -16,9 +16,17 @@ type StreamConfig struct {
 	Name string
 	// Subjects is the subject scheme; the stream captures Subjects.Filter().
 	Subjects Subjects
-	// MaxAge is how long events are kept. Zero means 7 days.
+	// MaxAge is the events' retention (--event-retention), and it is not a
+	// server-side limit: the stream is created with no MaxAge, because the
+	// server would expire an event fan-out has not taken yet (fan-out
+	// paused, or the registry unsynced, for longer than the retention)
+	// just as readily as one long delivered. dispatcher/capacity's Monitor
+	// enforces the retention instead, purging old events only below the
+	// fan-out consumer's ack floor. Here it only bounds Duplicates. Zero
+	// means 7 days.
 	MaxAge time.Duration
-	// Duplicates is the Nats-Msg-Id dedupe window. Zero means 2 minutes.
+	// Duplicates is the Nats-Msg-Id dedupe window, at most MaxAge. Zero
+	// means 2 minutes.
 	Duplicates time.Duration
 	// Replicas for a clustered NATS. Zero means 1.
 	Replicas int
@@ -36,7 +44,8 @@ type StreamConfig struct {
 const DefaultStreamName = "WEBHOOKD_EVENTS"
 
 // EnsureStream creates the events stream or updates it to cfg. Plain
-// core-NATS publishes on the subjects are then captured durably.
+// core-NATS publishes on the subjects are then captured durably. A stream
+// created by an older version with a server-side MaxAge loses it here.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
 	name := cfg.Name
 	if name == "" {
@@ -72,9 +81,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		Retention:   jetstream.LimitsPolicy,
 		// At MaxBytes, refuse the new event rather than drop the oldest:
 		// the oldest may not be fanned out yet, and its publisher was
-		// told it is stored. MaxAge still expires events as before.
+		// told it is stored. For the same reason no MaxAge (zero: none,
+		// also on update): see StreamConfig.MaxAge.
 		Discard:    jetstream.DiscardNew,
-		MaxAge:     maxAge,
+		MaxAge:     0,
 		Duplicates: dups,
 		Replicas:   replicas,
 		MaxBytes:   maxBytes,

@@ -156,3 +156,34 @@ func TestFullEventsStreamRefusesNewEvents(t *testing.T) {
 	}
 	t.Logf("%d events of %d bytes acked in a 64 KiB stream; then: %v", acked, len(body), refusal)
 }
+
+// TestEventsStreamHasNoServerSideMaxAge: the server would expire an event
+// fan-out has not taken yet as readily as one delivered long ago, so the
+// stream has no MaxAge (the capacity Monitor enforces the retention below
+// the fan-out ack floor), and a stream an older version created with one
+// loses it; the dedupe window still fits the retention.
+func TestEventsStreamHasNoServerSideMaxAge(t *testing.T) {
+	_, js := natstest.Client(t, natstest.JetStream(t))
+	ctx := t.Context()
+	cfg := StreamConfig{Subjects: Subjects{Prefix: "events"}, MaxAge: time.Minute, Duplicates: time.Hour}
+	// As the previous version created it.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStreamName, Subjects: []string{cfg.Subjects.Filter()},
+		MaxAge: time.Hour, Duplicates: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := EnsureStream(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.CachedInfo().Config
+	if c.MaxAge != 0 || c.Duplicates != time.Minute {
+		t.Errorf("updated stream: MaxAge %s, Duplicates %s; want none and the 1m retention", c.MaxAge, c.Duplicates)
+	}
+	s, err = EnsureStream(ctx, js, StreamConfig{Name: "FRESH", Subjects: Subjects{Prefix: "fresh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.CachedInfo().Config; c.MaxAge != 0 || c.Duplicates != 2*time.Minute {
+		t.Errorf("new stream: MaxAge %s, Duplicates %s; want none and 2m", c.MaxAge, c.Duplicates)
+	}
+}

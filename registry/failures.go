@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,6 +33,11 @@ type Failure struct {
 	Body           []byte      `json:"body"` // the event as published
 }
 
+// DefaultFailureRetention is how long a failure record is kept when
+// Config.FailureRetention is zero: failurelog's default, so that local and
+// shared records age alike.
+const DefaultFailureRetention = 30 * 24 * time.Hour
+
 // failureKey orders a webhook's failures by time, then id.
 func failureKey(f Failure) []byte {
 	k := make([]byte, 8, 8+len(f.ID))
@@ -39,13 +45,41 @@ func failureKey(f Failure) []byte {
 	return append(k, f.ID...)
 }
 
-// RecordFailure keeps f, dropping the webhook's oldest records beyond the
-// bound. Writes are batched (bbolt Batch) so a burst of give-ups costs few
-// fsyncs. A webhook deleted meanwhile makes this a no-op.
+// failureCutoff is the oldest last-attempt time (in failureKey's form)
+// a record may have and still be kept.
+func (s *Store) failureCutoff() int64 { return time.Now().Add(-s.failureTTL).UnixNano() }
+
+// expired reports whether the record under key k is past the retention.
+func expired(k []byte, cutoff int64) bool {
+	return len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) < cutoff
+}
+
+// pruneExpired deletes b's records past the retention: the first ones, as
+// keys sort by time. It returns how many went.
+func pruneExpired(b *bolt.Bucket, cutoff int64) (int, error) {
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && expired(k, cutoff); k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// RecordFailure keeps f, dropping the webhook's records past the retention
+// and its oldest beyond the bound. Writes are batched (bbolt Batch) so a
+// burst of give-ups costs few fsyncs. A webhook deleted meanwhile makes
+// this a no-op. A zero LastAttemptAt is taken as now.
 func (s *Store) RecordFailure(ctx context.Context, f Failure) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if f.LastAttemptAt.IsZero() {
+		f.LastAttemptAt = time.Now()
+	}
+	cutoff := s.failureCutoff()
 	v, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("registry: encode failure: %w", err)
@@ -65,6 +99,9 @@ func (s *Store) RecordFailure(ctx context.Context, f Failure) error {
 			return err
 		}
 		if err := b.Put(failureKey(f), v); err != nil {
+			return err
+		}
+		if _, err := pruneExpired(b, cutoff); err != nil {
 			return err
 		}
 		// Count with a cursor: Bucket.Stats does not see this
@@ -112,8 +149,9 @@ func (s *Store) Failures(ctx context.Context, workspace, webhookID string, limit
 		if b == nil {
 			return nil
 		}
+		cutoff := s.failureCutoff()
 		c := b.Cursor()
-		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
+		for k, v := c.Last(); k != nil && len(out) < limit && !expired(k, cutoff); k, v = c.Prev() {
 			var f Failure
 			if err := json.Unmarshal(v, &f); err != nil {
 				return err
@@ -141,8 +179,9 @@ func (s *Store) Failure(ctx context.Context, workspace, webhookID, failureID str
 		if b == nil {
 			return nil
 		}
+		cutoff := s.failureCutoff()
 		return b.ForEach(func(k, v []byte) error {
-			if found || len(k) <= 8 || !bytes.Equal(k[8:], []byte(failureID)) {
+			if found || len(k) <= 8 || !bytes.Equal(k[8:], []byte(failureID)) || expired(k, cutoff) {
 				return nil
 			}
 			found = true
@@ -175,6 +214,71 @@ func (s *Store) DeleteFailure(ctx context.Context, workspace, webhookID, failure
 		return fmt.Errorf("registry: delete failure %s: %w", failureID, err)
 	}
 	return nil
+}
+
+// PruneFailures deletes every webhook's failure records past the
+// retention, and reports how many went. Reads never show such records
+// anyway: this frees their room in the bbolt file for webhooks that have
+// stopped failing. Open runs it once; RunFailurePruning runs it
+// periodically.
+func (s *Store) PruneFailures(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	cutoff := s.failureCutoff()
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(bucketFailures)
+		var empty [][]byte
+		err := fb.ForEachBucket(func(hook []byte) error {
+			b := fb.Bucket(hook)
+			pruned, err := pruneExpired(b, cutoff)
+			n += pruned
+			if err != nil {
+				return err
+			}
+			if k, _ := b.Cursor().First(); k == nil {
+				empty = append(empty, bytes.Clone(hook))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, hook := range empty {
+			if err := fb.DeleteBucket(hook); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("registry: prune failures: %w", err)
+	}
+	return n, nil
+}
+
+// RunFailurePruning runs PruneFailures every tenth of the retention, at
+// most hourly, until ctx ends; errors go to log. Expired records are
+// hidden from reads at once, so the sweep only has to free their bytes
+// eventually. A daemon keeping failure records in bbolt runs it.
+func (s *Store) RunFailurePruning(ctx context.Context, log *slog.Logger) {
+	tick := time.NewTicker(min(s.failureTTL/10, time.Hour))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n, err := s.PruneFailures(ctx); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("pruning expired failure records failed", "err", err)
+			}
+		} else if n > 0 {
+			log.Debug("expired failure records pruned", "records", n, "retention", s.failureTTL)
+		}
+	}
 }
 
 // DrainFailures hands every failure record stored in this bbolt file to

@@ -17,7 +17,8 @@ import (
 // seedFailures records n failures of w, one second apart, ids <prefix>0...
 func seedFailures(t *testing.T, s *Store, w Webhook, prefix string, n int) {
 	t.Helper()
-	base := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
+	// Recent, so that the retention (30 days by default) keeps them.
+	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
 	for i := range n {
 		f := Failure{ID: prefix + string(rune('0'+i)), WebhookID: w.ID, Workspace: w.Workspace, EventID: "e",
 			EventType: events.WorkflowRunCompleted, Attempts: 3, Reason: "max_attempts",

@@ -34,9 +34,17 @@ type Config struct {
 	// OpenTimeout bounds the wait for the file lock held by another process.
 	// Zero means 2s.
 	OpenTimeout time.Duration
-	// MaxFailuresPerWebhook bounds the failed deliveries kept per webhook;
-	// the oldest go first. Zero means 100.
+	// MaxFailuresPerWebhook bounds the failed deliveries kept per webhook
+	// (--failures-per-webhook in local mode); the oldest go first. Zero
+	// means 100.
 	MaxFailuresPerWebhook int
+	// FailureRetention is how long a failure record is kept, by its last
+	// attempt (--failure-retention in local mode). Expired records are
+	// never listed, read or retried; they are deleted from a webhook's
+	// records whenever it records another failure, and from every
+	// webhook's by PruneFailures (at Open, and as often as the daemon
+	// calls it). Zero means 30 days, failurelog's default.
+	FailureRetention time.Duration
 	// Registerer, when set, gets the gauges webhookd_registrations and
 	// webhookd_webhooks_disabled.
 	Registerer prometheus.Registerer
@@ -57,6 +65,7 @@ type Store struct {
 	sealer      *Sealer
 	ix          *Index
 	maxFailures int
+	failureTTL  time.Duration
 	count       atomic.Int64
 	journal     Journal // nil: writes go straight to bbolt
 	validator   Validator
@@ -85,6 +94,13 @@ func Open(cfg Config) (*Store, error) {
 	if maxF <= 0 {
 		maxF = 100
 	}
+	ttl := cfg.FailureRetention
+	if ttl < 0 {
+		return nil, fmt.Errorf("registry: FailureRetention must not be negative, got %s", ttl)
+	}
+	if ttl == 0 {
+		ttl = DefaultFailureRetention
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
@@ -95,8 +111,12 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: open %s: %w", cfg.Path, err)
 	}
-	s := &Store{db: db, sealer: cfg.Sealer, ix: newIndex(), maxFailures: maxF, validator: cfg.Validator}
+	s := &Store{db: db, sealer: cfg.Sealer, ix: newIndex(), maxFailures: maxF, failureTTL: ttl, validator: cfg.Validator}
 	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if _, err := s.PruneFailures(context.Background()); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/webhookd/webhookd/dispatcher/capacity"
 	"github.com/webhookd/webhookd/events/natsconn"
 	"github.com/webhookd/webhookd/registry/apikeys"
 )
@@ -179,7 +180,10 @@ func keysStore(ctx context.Context, o options, stderr io.Writer) (*apikeys.Store
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
-	store, err := apikeys.New(apikeys.Config{JetStream: js, Bucket: o.keysBucket, Replicas: o.replicas, Logger: quiet})
+	// The daemon's budget share, should this command be the one to create
+	// the bucket (the daemon updates it to its own at start anyway).
+	store, err := apikeys.New(apikeys.Config{JetStream: js, Bucket: o.keysBucket, Replicas: o.replicas,
+		MaxBytes: capacity.Budget(o.natsMaxStore).Keys, Logger: quiet})
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

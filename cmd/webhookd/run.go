@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,8 +79,10 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		return err
 	}
 	validator := registry.Validator{Guard: guard}
+	// The failure limits apply to the records kept in bbolt (local mode,
+	// and until an upgrade to shared records has drained them).
 	store, err := registry.Open(registry.Config{Path: filepath.Join(o.dataDir, "webhookd.db"), Registerer: reg, Sealer: sealer,
-		Validator: validator})
+		Validator: validator, MaxFailuresPerWebhook: o.failuresPerHook, FailureRetention: o.failureRetention})
 	if err != nil {
 		return err
 	}
@@ -90,7 +91,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			log.Error("closing registry", "err", err)
 		}
 	}()
-	staticKeys, bootstrapKeys, err := apiKeys(ctx, o, store, log)
+	keys, err := apiKeys(ctx, o, store, log)
 	if err != nil {
 		return err
 	}
@@ -162,7 +163,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 			return fmt.Errorf("jetstream: %w", err)
 		}
 		sharedKeys, err = apikeys.New(apikeys.Config{JetStream: js, Bucket: o.keysBucket, Replicas: o.replicas,
-			Logger: log, Registerer: reg})
+			MaxBytes: lim.Keys, Logger: log, Registerer: reg})
 		if err != nil {
 			return err
 		}
@@ -285,8 +286,16 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	if dlog != nil {
 		watch = append(watch, capacity.Stream{Name: o.attemptsStream})
 	}
+	if sharedKeys != nil {
+		watch = append(watch, capacity.Stream{Name: "KV_" + o.keysBucket})
+	}
+	if replaysOn(o) {
+		watch = append(watch, capacity.Stream{Name: "KV_" + replay.DefaultBucket})
+	}
+	// The events stream has no server-side MaxAge: the Monitor keeps
+	// --event-retention, never purging an event not fanned out.
 	mon, err := capacity.New(capacity.Config{JetStream: capJS, EventsStream: o.eventsStream, FanoutConsumer: o.fanoutCons,
-		Streams: watch, Logger: log, Registerer: reg})
+		Streams: watch, Retention: o.eventRetention, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -305,14 +314,14 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	// are shared like the registry, so any instance reports (and takes
 	// over) any job. A replay of failed deliveries needs the delivery log.
 	var replays *replay.Manager
-	if o.registryBucket != "" && dlog != nil {
+	if replaysOn(o) {
 		rjs, err := jetstream.New(nc)
 		if err != nil {
 			return fmt.Errorf("jetstream: %w", err)
 		}
 		replays, err = replay.New(replay.Config{JetStream: rjs, Replicas: o.replicas, EventStream: o.eventsStream,
 			Decoder:  events.Decoder{Subjects: events.Subjects{Prefix: o.subjectPrefix}, MaxBytes: o.maxEventBytes},
-			Webhooks: store.Index(), Enqueuer: disp, Failed: dlog, Rate: o.replayRate,
+			Webhooks: store.Index(), Enqueuer: disp, Failed: dlog, Rate: o.replayRate, MaxBytes: lim.Replays,
 			Logger: log, Registerer: reg})
 		if err != nil {
 			return err
@@ -326,7 +335,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	}
 	srv, err := api.New(api.Config{
 		Store: store, Validator: validator, Failures: apiFailures,
-		Keys:           api.KeySet{Static: staticKeys, Shared: sharedKeysOf(sharedKeys), Bootstrap: bootstrapKeys},
+		Keys:           api.KeySet{Static: keys.static, StaticWorkspaces: keys.workspaces, Shared: sharedKeysOf(sharedKeys), Bootstrap: keys.bootstrap},
 		TrustedProxies: proxies, ForwardedHeader: o.fwdHeader,
 		Events:     publisher,
 		Deliveries: deliveriesOf(dlog), Resend: disp, Replays: replaysOf(replays), Console: console.Handler(),
@@ -370,7 +379,7 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	if len(o.secretFlags) > 0 {
-		log.Warn("secrets given as command-line flags are readable by every local user in the process list; pass them as environment variables (or files) instead",
+		log.Warn("secrets given as command-line flags are readable by every local user in the process list; pass them as environment variables (WEBHOOKD_API_KEYS, ...) instead",
 			"flags", strings.Join(o.secretFlags, ","))
 	}
 	log.Info("webhookd started", "version", buildVersion(), "http", ln.Addr().String(), "data_dir", o.dataDir)
@@ -399,6 +408,9 @@ func run(ctx context.Context, o options, logOut io.Writer) error {
 	if flog != nil {
 		wg.Go(func() { _ = flog.Run(dispCtx) })
 		wg.Go(func() { flog.Import(dispCtx, store) })
+	} else {
+		// Failure records live in bbolt: expire them there.
+		wg.Go(func() { store.RunFailurePruning(dispCtx, log) })
 	}
 	for _, l := range []struct {
 		addr string
@@ -479,31 +491,9 @@ func registrySyncOf(rep *replica.Replica) dispatcher.RegistrySync {
 	return rep
 }
 
-// apiKeys returns the configured keys (--api-keys) and the bootstrap key,
-// creating the latter on a first start without --api-keys. They are two
-// rings so that api.KeySet can retire the bootstrap key once a shared key
-// exists for its workspace.
-func apiKeys(ctx context.Context, o options, store *registry.Store, log *slog.Logger) (static, bootstrap *registry.KeyRing, err error) {
-	parsed, err := registry.ParseAPIKeys(o.apiKeys)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--api-keys: %w", err)
-	}
-	if len(parsed) == 0 {
-		path := filepath.Join(o.dataDir, "bootstrap-api-key")
-		created, err := store.Bootstrap(ctx, path)
-		if err != nil {
-			return nil, nil, err
-		}
-		if created {
-			log.Info("no API key configured: created one for workspace \"default\" (retired once `webhookd keys create --workspace default` has made another)", "file", path)
-		}
-	}
-	stored, err := store.StoredKeys(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	return registry.NewKeyRing(parsed, nil), registry.NewKeyRing(nil, stored), nil
-}
+// replaysOn reports whether the daemon runs replays: they need the shared
+// registry and the delivery log.
+func replaysOn(o options) bool { return o.registryBucket != "" && o.attemptsStream != "" }
 
 // sharedKeysOf keeps a nil *apikeys.Store from becoming a non-nil interface.
 func sharedKeysOf(s *apikeys.Store) api.SharedKeys {
@@ -534,49 +524,6 @@ func loadCAs(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("--ca-file: %s holds no PEM certificate", path)
 	}
 	return pool, nil
-}
-
-func pprofMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
-}
-
-// adminMux serves a hot backup of the registry. It holds every workspace's
-// secrets, hence its own listener, meant for loopback.
-func adminMux(store *registry.Store, log *slog.Logger) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /admin/backup", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Disposition", `attachment; filename="webhookd.db"`)
-		if n, err := store.Backup(w); err != nil {
-			log.Error("hot backup failed", "bytes", n, "err", err)
-		}
-	})
-	return mux
-}
-
-// serveAux runs an auxiliary listener (pprof, admin) until stop is called.
-func serveAux(addr string, mux *http.ServeMux, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	// A backup streams the whole registry file and a CPU profile runs 30 s
-	// by default: generous, but bounded, so a stalled reader cannot hold a
-	// connection for ever.
-	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Minute, IdleTimeout: time.Minute}
-	go func() {
-		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("auxiliary listener", "addr", addr, "err", err)
-		}
-	}()
-	log.Info("auxiliary listener", "addr", ln.Addr().String())
-	return func() { _ = s.Close() }, nil
 }
 
 // directDeadline maps --direct-deadline to dispatcher.Config, where 0

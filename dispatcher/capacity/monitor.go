@@ -54,9 +54,11 @@ type Config struct {
 	// events below its ack floor are ever trimmed. Zero means
 	// "webhookd-fanout".
 	FanoutConsumer string
-	// Streams are the other streams to sample, e.g. the deliveries
-	// stream, KV_WEBHOOKD_REGISTRY, KV_WEBHOOKD_HEALTH and
-	// WEBHOOKD_FAILURES. They are only ever read.
+	// Streams are the other streams to sample: in the daemon the
+	// deliveries stream, WEBHOOKD_FAILURES, WEBHOOKD_ATTEMPTS and the
+	// buckets KV_WEBHOOKD_REGISTRY, KV_WEBHOOKD_HEALTH, KV_WEBHOOKD_KEYS
+	// and KV_WEBHOOKD_REPLAYS, every one capacity.Budget bounds. They are
+	// only ever read.
 	Streams []Stream
 	// Interval between samples. Zero means 5s.
 	Interval time.Duration

@@ -26,18 +26,26 @@ type SharedKeys interface {
 // rule. Any nil member is skipped.
 //
 // The rule: the bootstrap key (created on a first start without
-// --api-keys, for workspace "default") authenticates only until the first
-// shared key is created for its workspace. From then on it is refused for
-// good — revoking or letting expire every shared key does not bring it
-// back (a new shared key, from `webhookd keys create`, is the way back in).
-// Configured keys (--api-keys) are never affected.
+// --api-keys, for workspace "default") authenticates only while no other
+// key exists for its workspace: neither a shared key (ever created, from
+// `webhookd keys create`) nor a configured one (--api-keys default:...,
+// added at a later start). Once a shared key has been created it is
+// refused for good — revoking or letting expire every shared key does not
+// bring it back (a new shared key is the way back in); a configured key
+// retires it for as long as it is configured. Configured keys are never
+// affected, and the bootstrap key itself given in --api-keys is a
+// configured key like any other.
 type KeySet struct {
 	// Static holds the configured keys (--api-keys); always honoured.
 	Static KeyResolver
+	// StaticWorkspaces are the workspaces Static holds a key for; the
+	// bootstrap key is refused for each of them. Nil: none.
+	StaticWorkspaces map[string]bool
 	// Shared holds the run-time keys.
 	Shared SharedKeys
-	// Bootstrap holds the bootstrap key: honoured only while Shared is
-	// nil or has never issued a key for the workspace it resolves to.
+	// Bootstrap holds the bootstrap key: honoured only while neither
+	// StaticWorkspaces nor Shared has a key for the workspace it resolves
+	// to (Shared nil, or it has never issued one).
 	Bootstrap KeyResolver
 }
 
@@ -57,9 +65,15 @@ func (k KeySet) Resolve(key string) (string, bool) {
 		}
 	}
 	if k.Bootstrap != nil {
-		if ws, ok := k.Bootstrap.Resolve(key); ok && (k.Shared == nil || !k.Shared.Issued(ws)) {
+		if ws, ok := k.Bootstrap.Resolve(key); ok && !k.BootstrapRetired(ws) {
 			return ws, true
 		}
 	}
 	return "", false
+}
+
+// BootstrapRetired reports whether a bootstrap key for workspace is refused
+// because another key exists for it, configured or shared.
+func (k KeySet) BootstrapRetired(workspace string) bool {
+	return k.StaticWorkspaces[workspace] || (k.Shared != nil && k.Shared.Issued(workspace))
 }

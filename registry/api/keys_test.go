@@ -26,6 +26,9 @@ func TestKeySetResolve(t *testing.T) {
 	)
 	staticRing := registry.NewKeyRing([]registry.APIKey{{Workspace: "acme", Key: static}}, nil)
 	bootRing := registry.NewKeyRing([]registry.APIKey{{Workspace: registry.BootstrapWorkspace, Key: boot}}, nil)
+	defaultRing := registry.NewKeyRing([]registry.APIKey{{Workspace: registry.BootstrapWorkspace, Key: static}}, nil)
+	bootAsStatic := registry.NewKeyRing([]registry.APIKey{{Workspace: registry.BootstrapWorkspace, Key: boot}}, nil)
+	onlyDefault := map[string]bool{registry.BootstrapWorkspace: true}
 	none := sharedBook{}
 	issuedDefault := sharedBook{keys: map[string]string{sharedKey: "default"}, issued: map[string]bool{"default": true}}
 	allRevoked := sharedBook{issued: map[string]bool{"default": true}} // issued once, none active now
@@ -46,6 +49,11 @@ func TestKeySetResolve(t *testing.T) {
 		{"bootstrap retired by a shared key for default", KeySet{Static: staticRing, Shared: issuedDefault, Bootstrap: bootRing}, boot, ""},
 		{"bootstrap stays retired once every shared key is revoked", KeySet{Shared: allRevoked, Bootstrap: bootRing}, boot, ""},
 		{"bootstrap refused while the shared store has not loaded", KeySet{Shared: notLoaded, Bootstrap: bootRing}, boot, ""},
+		{"bootstrap retired by a configured key for default, with no shared store", KeySet{Static: defaultRing, StaticWorkspaces: onlyDefault, Bootstrap: bootRing}, boot, ""},
+		{"bootstrap retired by a configured key for default, before any shared key", KeySet{Static: defaultRing, StaticWorkspaces: onlyDefault, Shared: none, Bootstrap: bootRing}, boot, ""},
+		{"the configured key for default works", KeySet{Static: defaultRing, StaticWorkspaces: onlyDefault, Shared: none, Bootstrap: bootRing}, static, "default"},
+		{"a configured key for another workspace does not retire it", KeySet{Static: staticRing, StaticWorkspaces: map[string]bool{"acme": true}, Bootstrap: bootRing}, boot, "default"},
+		{"the bootstrap key configured in --api-keys is a configured key", KeySet{Static: bootAsStatic, StaticWorkspaces: onlyDefault, Bootstrap: bootRing}, boot, "default"},
 		{"static key unaffected by the retirement", KeySet{Static: staticRing, Shared: allRevoked, Bootstrap: bootRing}, static, "acme"},
 		{"unknown key", KeySet{Static: staticRing, Shared: issuedDefault, Bootstrap: bootRing}, "nope-0123456789abcdef", ""},
 		{"empty key", KeySet{Static: staticRing, Shared: issuedDefault, Bootstrap: bootRing}, "", ""},

@@ -13,10 +13,11 @@
 // Records are never deleted by this package: a revoked or expired key stays
 // as a record, which is the audit trail and what tells Issued that a
 // workspace has had keys (the bootstrap key's retirement rule, see
-// registry/api.KeySet). The bucket is bounded by Config.MaxBytes (64 MiB,
-// about 250,000 records) and each workspace by Config.MaxActivePerWorkspace
-// active keys. Whoever can write the bucket can mint keys: restrict
-// $KV.<bucket>.> to webhookd and its operators.
+// registry/api.KeySet). The bucket is bounded by Config.MaxBytes (the
+// daemon gives it its capacity.Budget share: 1% of the store, at most
+// 64 MiB, about 250,000 records) and each workspace by
+// Config.MaxActivePerWorkspace active keys. Whoever can write the bucket
+// can mint keys: restrict $KV.<bucket>.> to webhookd and its operators.
 package apikeys
 
 import (
@@ -57,7 +58,10 @@ type Config struct {
 	// neither revoked nor expired; Create refuses more with
 	// ErrTooManyKeys. Zero means 100.
 	MaxActivePerWorkspace int
-	// MaxBytes caps the bucket's size. Zero means 64 MiB.
+	// MaxBytes caps the bucket's size (capacity.Budget's Keys share in
+	// the daemon). The server reserves it against its store when the
+	// bucket is created, so it must fit what is left. At the cap Create
+	// fails; existing keys keep working. Zero means 64 MiB.
 	MaxBytes int64
 	// Now is the clock expiry is judged by. Nil means time.Now.
 	Now func() time.Time

@@ -159,9 +159,11 @@ type Config struct {
 	// a job may wait queued (or run) while its workspace starts no other
 	// replay: its place in the active list expires then. Zero means 7 days.
 	Retention time.Duration
-	// MaxBytes bounds the bucket (records are about 600 bytes). Once it is
-	// full, Start fails with ErrUnavailable until Retention frees room.
-	// Zero means no byte limit.
+	// MaxBytes bounds the bucket (records are about 600 bytes); the
+	// daemon gives it its capacity.Budget share (1% of the store, at most
+	// 256 MiB), so that looping start-and-cancel cannot fill the store.
+	// Once it is full, Start fails with ErrUnavailable until Retention
+	// frees room. Zero means no byte limit.
 	MaxBytes int64
 	// Heartbeat is how often a running job writes its progress. Zero
 	// means 1s. It must be well under StaleAfter.
