@@ -54,6 +54,13 @@ func TestBadOptionsNameTheFlag(t *testing.T) {
 		{[]string{"--failures-stream", "a b"}, nil, "--failures-stream"},
 		{[]string{"--failures-per-webhook", "0"}, nil, "--failures-per-webhook"},
 		{[]string{"--registry-tombstone-grace", "1s"}, nil, "--registry-tombstone-grace"},
+		// The breaker and auto-disable: nonsense exits naming the flag, not a
+		// silent default.
+		{[]string{"--circuit-failures", "0"}, nil, "--circuit-failures"},
+		{[]string{"--circuit-timeouts", "-1"}, nil, "--circuit-timeouts"},
+		{[]string{"--circuit-cooldown", "0s"}, nil, "--circuit-cooldown"},
+		{[]string{"--circuit-cooldown", "1m", "--circuit-max-cooldown", "30s"}, nil, "--circuit-max-cooldown"},
+		{[]string{"--disable-after", "-1h"}, nil, "--disable-after"},
 		// Open doors: debug listeners and the embedded NATS beyond loopback.
 		{[]string{"--admin-addr", "0.0.0.0:9000"}, nil, "--admin-addr"},
 		{[]string{"--admin-addr", ":9000"}, nil, "--admin-addr"},

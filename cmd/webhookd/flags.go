@@ -279,6 +279,16 @@ func (o *options) validate() error {
 		return fmt.Errorf("--max-deliveries must be at least 1, got %d", o.maxDeliveries)
 	case o.tombstoneGrace < time.Minute:
 		return fmt.Errorf("--registry-tombstone-grace must be at least 1m, got %s", o.tombstoneGrace)
+	case o.cbFailures < 1:
+		return fmt.Errorf("--circuit-failures must be at least 1, got %d", o.cbFailures)
+	case o.cbTimeouts < 1:
+		return fmt.Errorf("--circuit-timeouts must be at least 1, got %d", o.cbTimeouts)
+	case o.cbCooldown <= 0:
+		return fmt.Errorf("--circuit-cooldown must be positive, got %s", o.cbCooldown)
+	case o.cbMaxCooldown < o.cbCooldown:
+		return fmt.Errorf("--circuit-max-cooldown (%s) must not be below --circuit-cooldown (%s)", o.cbMaxCooldown, o.cbCooldown)
+	case o.disableAfter < 0:
+		return fmt.Errorf("--disable-after must be 0 (never) or positive, got %s", o.disableAfter)
 	}
 	for flagName, v := range map[string]string{"--events-stream": o.eventsStream, "--deliveries-stream": o.delivStream,
 		"--fanout-consumer": o.fanoutCons, "--delivery-consumer": o.deliverCons} {
