@@ -248,6 +248,9 @@ type Config struct {
 	// to Health (a circuit that opens or closes is written at once). Zero
 	// means 1s.
 	HealthFlushInterval time.Duration
+	// HealthWriters is how many health records one flush writes at once.
+	// Zero means 16.
+	HealthWriters int
 	// Disabler turns webhooks off (registry.Store satisfies it). Nil never
 	// disables anything.
 	Disabler Disabler
@@ -307,6 +310,7 @@ func (c *Config) setDefaults() error {
 	def(&c.MaxDeliveries, 50)
 	def(&c.FanoutAckPending, 4096)
 	def(&c.HangingConnsPerHost, 1)
+	def(&c.HealthWriters, 16)
 	if c.FanoutPauseAt == 0 {
 		c.FanoutPauseAt = 0.9
 	}
@@ -373,7 +377,7 @@ func (c *Config) setDefaults() error {
 		"ProbationHostQueue": c.ProbationHostQueue, "ProbationQueued": c.ProbationQueued,
 		"ProbationAckPending": c.ProbationAckPending, "FreshWorkers": c.FreshWorkers, "SlowWorkers": c.SlowWorkers, "MaxDeliveries": c.MaxDeliveries,
 		"DirectPerHost": c.DirectPerHost, "DirectMax": c.DirectMax, "FanoutAckPending": c.FanoutAckPending,
-		"HangingConnsPerHost": c.HangingConnsPerHost} {
+		"HangingConnsPerHost": c.HangingConnsPerHost, "HealthWriters": c.HealthWriters} {
 		if v < 0 {
 			return fmt.Errorf("dispatcher: %s must not be negative", name)
 		}

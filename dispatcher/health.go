@@ -223,19 +223,29 @@ func (t *tracker) writeDirty() {
 		t.writing = nil
 		t.mu.Unlock()
 	}()
+	// Each write is a round trip: in an outage that changes thousands of
+	// records at once, one at a time would take seconds to share what
+	// every instance needs within one.
+	sem := make(chan struct{}, max(t.d.cfg.HealthWriters, 1))
+	var wg sync.WaitGroup
 	for id, r := range batch {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := t.hs.Put(ctx, r)
-		cancel()
-		if err != nil {
-			t.d.log.Warn("health record not shared; will retry", "webhook", id, "err", err)
-			t.mu.Lock()
-			if _, newer := t.dirty[id]; !newer {
-				t.dirty[id] = r
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := t.hs.Put(ctx, r)
+			cancel()
+			if err != nil {
+				t.d.log.Warn("health record not shared; will retry", "webhook", id, "err", err)
+				t.mu.Lock()
+				if _, newer := t.dirty[id]; !newer {
+					t.dirty[id] = r
+				}
+				t.mu.Unlock()
 			}
-			t.mu.Unlock()
-		}
+		})
 	}
+	wg.Wait()
 }
 
 // disable turns the webhook off in the registry (once, in the background)
