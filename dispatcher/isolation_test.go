@@ -279,9 +279,16 @@ func TestFailingForTooLongDisablesAndRecordsPending(t *testing.T) {
 		got, err := h.store.Get(context.Background(), "acme", w.ID)
 		return err == nil && got.Disabled && got.DisabledReason == "failing"
 	})
-	waitFor(t, 15*time.Second, "pending jobs recorded as failed", func() bool {
-		f, err := h.store.Failures(context.Background(), "acme", w.ID, 10)
-		if err != nil || len(f) != 5 {
+	waitAllDisabled(t, h, w.ID, 5)
+}
+
+// waitAllDisabled waits until webhook id of workspace acme has exactly n
+// failure records, each with reason disabled.
+func waitAllDisabled(t *testing.T, h *harness, id string, n int) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "every pending delivery recorded as failed", func() bool {
+		f, err := h.store.Failures(context.Background(), "acme", id, 100)
+		if err != nil || len(f) != n {
 			return false
 		}
 		for _, x := range f {
@@ -381,18 +388,7 @@ func TestDisabledWebhookLeavesTheOpenCircuits(t *testing.T) {
 	waitFor(t, 5*time.Second, "circuits_open back to 0", func() bool {
 		return value(t, h, "webhookd_circuits_open", "", "") == 0
 	})
-	waitFor(t, 15*time.Second, "every pending delivery recorded as failed", func() bool {
-		f, err := h.store.Failures(context.Background(), "acme", w.ID, 100)
-		if err != nil || len(f) != n {
-			return false
-		}
-		for _, x := range f {
-			if x.Reason != "disabled" {
-				return false
-			}
-		}
-		return true
-	})
+	waitAllDisabled(t, h, w.ID, n)
 }
 
 // TestCircuitOpenedElsewhereIsAdopted isolates the sharing of a circuit:

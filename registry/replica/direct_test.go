@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/webhookd/webhookd/events/natstest"
@@ -16,13 +15,7 @@ import (
 // a newer state already applied, nor undo a deletion whose echo the
 // watch has not brought yet. No Run: the test plays the watch.
 func TestDirectAppliesKeepTheNewest(t *testing.T) {
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := natstest.Client(t, natstest.JetStream(t))
 	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "WEBHOOKD_REGISTRY", History: 1})
 	if err != nil {
 		t.Fatal(err)
