@@ -179,12 +179,16 @@ type Config struct {
 	// Workers.
 	FreshWorkers int
 	// SlowWorkers caps attempts that left the healthy pool because they
-	// had run for ProvenLatency without an answer: a host that stops
-	// answering keeps the attempts it had started, but not the healthy
-	// workers, for the DeliveryTimeout they take to fail (see stall.go).
-	// When it is full, further such attempts keep their healthy worker.
-	// Zero means Workers.
+	// had run for SlowAfter without an answer: a host that stops answering
+	// keeps the attempts it had started, but not the healthy workers, for
+	// the DeliveryTimeout they take to fail (see stall.go). When it is
+	// full, further such attempts keep their healthy worker. Zero means
+	// Workers.
 	SlowWorkers int
+	// SlowAfter is how long an attempt holds its healthy worker before it
+	// moves to the SlowWorkers pool. Moving costs nothing to the attempt;
+	// it only frees the healthy worker. Zero means ProvenLatency/10.
+	SlowAfter time.Duration
 	// ProbationConnsPerHost caps concurrent attempts to a host that is not
 	// proven, so a hanging host holds at most this many connections before
 	// its circuits open. Zero means 2.
@@ -327,6 +331,9 @@ func (c *Config) setDefaults() error {
 	defs(&c.ProbationConsumer, c.DeliveryConsumer+"-probation")
 	if c.ProvenLatency <= 0 {
 		c.ProvenLatency = time.Second
+	}
+	if c.SlowAfter <= 0 {
+		c.SlowAfter = max(c.ProvenLatency/10, time.Millisecond)
 	}
 	if c.RegistrySyncTimeout <= 0 {
 		c.RegistrySyncTimeout = 5 * time.Second

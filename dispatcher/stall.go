@@ -14,8 +14,11 @@ import (
 // take the capacity every healthy host needs. So a lane whose attempts are
 // in flight and none has ended for ProvenLatency is stalled: it is treated
 // as unproven at once (probation limits, pool and queue), its excess queue
-// is set aside, and each of its attempts that has already run for
-// ProvenLatency moves out of the healthy pool into the SlowWorkers pool.
+// is set aside. And every attempt of the healthy pool that has run for
+// SlowAfter (a tenth of ProvenLatency) moves into the SlowWorkers pool, so
+// the healthy pool never waits on hosts that have stopped answering: in
+// the first second after 50 busy hosts hang, they start up to 64 attempts
+// each, more than the healthy pool holds.
 
 // attemptStarted records an attempt beginning on the lane.
 func (l *lane) attemptStarted(now time.Time) {
@@ -45,9 +48,9 @@ func (d *Dispatcher) isProven(l *lane, now time.Time) bool {
 }
 
 // poolSlot is one attempt's place in a worker pool. A slot in the healthy
-// pool moves to the slow pool once the attempt has run for ProvenLatency
-// (if the slow pool has room), so the healthy pool bounds the attempts
-// that are answering, not those waiting out a DeliveryTimeout.
+// pool moves to the slow pool once the attempt has run for SlowAfter (if
+// the slow pool has room), so the healthy pool bounds the attempts that
+// are answering, not those waiting out a DeliveryTimeout.
 type poolSlot struct {
 	mu    sync.Mutex
 	pool  chan struct{}
@@ -61,7 +64,7 @@ func (d *Dispatcher) acquireSlot(pool chan struct{}) *poolSlot {
 	pool <- struct{}{}
 	s := &poolSlot{pool: pool}
 	if pool == d.slots {
-		s.timer = time.AfterFunc(d.cfg.ProvenLatency, func() { s.move(d.slow, d.m.slowMoved) })
+		s.timer = time.AfterFunc(d.cfg.SlowAfter, func() { s.move(d.slow, d.m.slowMoved) })
 	}
 	return s
 }
