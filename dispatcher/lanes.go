@@ -50,6 +50,9 @@ type lane struct {
 	// yet), so a fresh host's overflow waits about as long as its first
 	// answer is taking, not a whole second (see overflowWait).
 	trying atomic.Int64
+	// answerNanos: an average of the host's recent answer times (see
+	// stallAfter).
+	answerNanos atomic.Int64
 	// hanging: the host's latest attempt timed out. It then gets one
 	// connection, so the attempts that were running when its first
 	// timeout came end without others starting behind them.
@@ -121,22 +124,29 @@ func (d *Dispatcher) overflowWait(l *lane) time.Duration {
 			wait = min(wait, d.cfg.FreshDeferMin)
 		}
 		return wait
+	case d.stalled(l, time.Now()):
+		// It stopped answering: come back twice as long as it has been
+		// silent so far, so a hiccup costs a moment and a host that has
+		// stopped for good is asked ever less often, up to the timeout its
+		// attempts are waiting out.
+		silent := time.Since(time.Unix(0, l.progressAt.Load()))
+		return min(max(d.cfg.FreshDeferMin, 2*silent), d.cfg.DeliveryTimeout)
 	}
 	return d.cfg.DeferDelay
 }
 
 // limits returns the lane's concurrency and queue caps.
+// A host that is not proven never gets more than a proven one would.
 func (d *Dispatcher) limits(l *lane) (conns, queue int) {
+	conns, queue = d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
 	switch {
 	case d.isProven(l, time.Now()):
 		return d.cfg.MaxConnsPerHost, d.cfg.HostQueue
-	case !l.tried.Load():
-		// Fresh: the probation limits, in the fresh pool (see run).
-		return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
-	case l.hanging.Load():
-		return d.cfg.HangingConnsPerHost, d.cfg.ProbationHostQueue
+	case l.tried.Load() && l.hanging.Load():
+		conns = d.cfg.HangingConnsPerHost
 	}
-	return d.cfg.ProbationConnsPerHost, d.cfg.ProbationHostQueue
+	// Fresh hosts get the probation limits too, in the fresh pool (see run).
+	return min(conns, d.cfg.MaxConnsPerHost), min(queue, d.cfg.HostQueue)
 }
 
 // progressing reports whether the lane finished a quick attempt lately: a
@@ -316,7 +326,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	pool, gauge := d.trial, d.m.probation
 	switch {
 	case dec.Probe || st.Failures > 0:
-	case l.stalled(time.Now(), d.cfg.ProvenLatency):
+	case d.stalled(l, time.Now()):
 	case l.proven.Load() || d.health.succeeding(q.job.WebhookID):
 		pool, gauge = d.slots, d.m.inflight
 	case !l.tried.Load():
@@ -352,7 +362,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	l.attemptStarted(start)
 	res := d.attempt(q, t, dec.Probe)
 	end := time.Now()
-	l.attemptEnded(end)
+	l.attemptEnded(end, end.Sub(start), res.kind == errNone || res.status > 0)
 	gauge.Dec()
 	l.tried.Store(true)
 	l.lastUsed.Store(end.UnixNano())

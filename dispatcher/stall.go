@@ -12,9 +12,12 @@ import (
 // whose jobs hold the healthy consumer's ack slots, direct deliveries — and
 // a few dozen such hosts failing together (one provider's outage) would
 // take the capacity every healthy host needs. So a lane whose attempts are
-// in flight and none has ended for ProvenLatency is stalled: it is treated
-// as unproven at once (probation limits, pool and queue), its excess queue
-// is set aside. And every attempt of the healthy pool that has run for
+// in flight and none has ended for twenty times its typical answer time
+// (between SlowAfter and ProvenLatency) is stalled: it is treated as
+// unproven at once (probation limits, pool and queue), and its excess
+// queue, like every job it has no room for, is set aside for twice as long
+// as it has been silent (up to a DeliveryTimeout, by when its attempts
+// will most likely have timed out and opened its circuits). And every attempt of the healthy pool that has run for
 // SlowAfter (a tenth of ProvenLatency) moves into the SlowWorkers pool, so
 // the healthy pool never waits on hosts that have stopped answering: in
 // the first second after 50 busy hosts hang, they start up to 64 attempts
@@ -29,22 +32,37 @@ func (l *lane) attemptStarted(now time.Time) {
 
 // attemptEnded records an attempt ending, which is progress whatever its
 // outcome: a host that answers, even slowly or with errors, is not stuck.
-func (l *lane) attemptEnded(now time.Time) {
+// took, when the host answered, updates the lane's typical answer time.
+func (l *lane) attemptEnded(now time.Time, took time.Duration, answered bool) {
 	l.progressAt.Store(now.UnixNano())
 	l.running.Add(-1)
+	if answered {
+		// An exponential average over about the last eight answers.
+		old := l.answerNanos.Load()
+		l.answerNanos.Store(old + (int64(took)-old)/8)
+	}
+}
+
+// stallAfter is how long a lane may go with attempts in flight and none
+// ending before it counts as stalled: twenty times its typical answer
+// time, between SlowAfter and ProvenLatency. A host that answers in a
+// millisecond and then nothing for 100 ms has stopped; one that takes
+// 300 ms gets the whole second.
+func (d *Dispatcher) stallAfter(l *lane) time.Duration {
+	return min(max(20*time.Duration(l.answerNanos.Load()), d.cfg.SlowAfter), d.cfg.ProvenLatency)
 }
 
 // stalled reports whether attempts are in flight on the lane and none has
-// ended for longer than limit (Config.ProvenLatency).
-func (l *lane) stalled(now time.Time, limit time.Duration) bool {
-	return l.running.Load() > 0 && now.UnixNano()-l.progressAt.Load() > int64(limit)
+// ended for longer than stallAfter.
+func (d *Dispatcher) stalled(l *lane, now time.Time) bool {
+	return l.running.Load() > 0 && now.UnixNano()-l.progressAt.Load() > int64(d.stallAfter(l))
 }
 
 // isProven reports whether the lane's host has the standing of a proven
 // host now: its latest attempt answered within ProvenLatency, and it has
 // not stalled since.
 func (d *Dispatcher) isProven(l *lane, now time.Time) bool {
-	return l.proven.Load() && !l.stalled(now, d.cfg.ProvenLatency)
+	return l.proven.Load() && !d.stalled(l, now)
 }
 
 // poolSlot is one attempt's place in a worker pool. A slot in the healthy
@@ -110,7 +128,7 @@ func (d *Dispatcher) shedStalled(now time.Time) {
 	var out []shed
 	d.mu.Lock()
 	for _, l := range d.lanes {
-		if !l.proven.Load() || !l.stalled(now, d.cfg.ProvenLatency) || len(l.queue) <= d.cfg.ProbationHostQueue {
+		if !l.proven.Load() || !d.stalled(l, now) || len(l.queue) <= d.cfg.ProbationHostQueue {
 			continue
 		}
 		keep := l.queue[:0:0]
@@ -122,7 +140,7 @@ func (d *Dispatcher) shedStalled(now time.Time) {
 			if q.trial {
 				d.onTrial--
 			}
-			out = append(out, shed{q, d.cfg.DeferDelay})
+			out = append(out, shed{q, d.overflowWait(l)})
 		}
 		l.queue = keep
 		if l.room != nil {
