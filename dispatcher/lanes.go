@@ -332,8 +332,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	case !l.tried.Load():
 		pool, gauge = d.fresh, d.m.fresh
 	}
-	slot := d.acquireSlot(pool)
-	defer slot.release()
+	defer d.acquireSlot(pool)()
 	if d.stopping.Load() {
 		// Shutdown began while this job waited for a worker.
 		br.Abandon(q.job.WebhookID, dec.Probe)

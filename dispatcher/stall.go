@@ -65,10 +65,10 @@ func (d *Dispatcher) isProven(l *lane, now time.Time) bool {
 	return l.proven.Load() && !d.stalled(l, now)
 }
 
-// poolSlot is one attempt's place in a worker pool. A slot in the healthy
-// pool moves to the slow pool once the attempt has run for SlowAfter (if
-// the slow pool has room), so the healthy pool bounds the attempts that
-// are answering, not those waiting out a DeliveryTimeout.
+// poolSlot is one attempt's place in the healthy pool, armed to move to
+// the slow pool once the attempt has run for SlowAfter (if the slow pool
+// has room), so the healthy pool bounds the attempts that are answering,
+// not those waiting out a DeliveryTimeout.
 type poolSlot struct {
 	mu    sync.Mutex
 	pool  chan struct{}
@@ -76,15 +76,19 @@ type poolSlot struct {
 	timer *time.Timer
 }
 
-// acquireSlot takes a place in pool (blocking), and for the healthy pool
-// arms the move to the slow one.
-func (d *Dispatcher) acquireSlot(pool chan struct{}) *poolSlot {
+// acquireSlot takes a place in pool (blocking). In the healthy pool, once
+// it is more than half taken, it also arms the move to the slow pool; the
+// returned release gives the place back wherever it is then. Below half
+// there is room to spare, so the common fast attempt pays for no timer,
+// and at worst half the pool waits on hosts that stopped answering.
+func (d *Dispatcher) acquireSlot(pool chan struct{}) (release func()) {
 	pool <- struct{}{}
-	s := &poolSlot{pool: pool}
-	if pool == d.slots {
-		s.timer = time.AfterFunc(d.cfg.SlowAfter, func() { s.move(d.slow, d.m.slowMoved) })
+	if pool != d.slots || len(pool) <= cap(pool)/2 {
+		return func() { <-pool }
 	}
-	return s
+	s := &poolSlot{pool: pool}
+	s.timer = time.AfterFunc(d.cfg.SlowAfter, func() { s.move(d.slow, d.m.slowMoved) })
+	return s.release
 }
 
 // move hands the slot over to pool to if it has room; otherwise the
