@@ -187,7 +187,10 @@ type Config struct {
 	SlowWorkers int
 	// SlowAfter is how long an attempt holds its healthy worker before it
 	// moves to the SlowWorkers pool. Moving costs nothing to the attempt;
-	// it only frees the healthy worker. Zero means ProvenLatency/10.
+	// it only frees the healthy worker. Only attempts that took their
+	// worker while the healthy pool was more than half taken move (below
+	// half there is room to spare), so at worst half of it waits on hosts
+	// that stopped answering. Zero means ProvenLatency/10.
 	SlowAfter time.Duration
 	// ProbationConnsPerHost caps concurrent attempts to a host that is not
 	// proven, so a hanging host holds at most this many connections before

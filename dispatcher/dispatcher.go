@@ -40,7 +40,7 @@ type Dispatcher struct {
 	slots   chan struct{}    // attempts for healthy webhooks on proven hosts
 	trial   chan struct{}    // failing webhooks, probes, hosts that time out: the probation pool
 	fresh   chan struct{}    // first attempts to hosts not tried yet
-	slow    chan struct{}    // healthy-pool attempts unanswered after ProvenLatency (stall.go)
+	slow    chan struct{}    // healthy-pool attempts unanswered after SlowAfter (stall.go)
 	onTrial int              // jobs queued in lanes of unproven hosts; guarded by mu
 	health  *tracker
 	acks    chan pendingEvent // publishes whose acks settle a message; set by Run

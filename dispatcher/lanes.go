@@ -326,7 +326,7 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	pool, gauge := d.trial, d.m.probation
 	switch {
 	case dec.Probe || st.Failures > 0:
-	case d.stalled(l, time.Now()):
+	case l.proven.Load() && d.stalled(l, time.Now()):
 	case l.proven.Load() || d.health.succeeding(q.job.WebhookID):
 		pool, gauge = d.slots, d.m.inflight
 	case !l.tried.Load():

@@ -109,7 +109,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "deliveries_direct_stored_total", Help: "Direct deliveries that had to be stored after all, by reason: queued (still waiting in its lane at the deadline), attempting (attempt past the deadline: a continuation), handed_back."},
 		[]string{"reason"})
 	m.stalled = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
-		Name: "deliveries_stalled_total", Help: "Work taken from hosts that stopped answering before their attempts time out, by action: moved (an attempt unanswered after the proven latency left the healthy pool), shed (a job queued for a stalled host was set aside)."},
+		Name: "deliveries_stalled_total", Help: "Work taken from hosts that stopped answering before their attempts time out, by action: moved (an attempt unanswered after SlowAfter left the healthy pool for the slow one), shed (a job queued for a stalled host was set aside)."},
 		[]string{"action"})
 	m.slowMoved, m.stalledShed = m.stalled.WithLabelValues("moved"), m.stalled.WithLabelValues("shed")
 	for _, st := range []string{"fanout", "delivery"} {

@@ -17,17 +17,22 @@ import (
 // unproven at once (probation limits, pool and queue), and its excess
 // queue, like every job it has no room for, is set aside for twice as long
 // as it has been silent (up to a DeliveryTimeout, by when its attempts
-// will most likely have timed out and opened its circuits). And every attempt of the healthy pool that has run for
-// SlowAfter (a tenth of ProvenLatency) moves into the SlowWorkers pool, so
-// the healthy pool never waits on hosts that have stopped answering: in
-// the first second after 50 busy hosts hang, they start up to 64 attempts
-// each, more than the healthy pool holds.
+// will most likely have timed out and opened its circuits). And once the
+// healthy pool is more than half taken, every attempt that then takes a
+// worker from it and runs for SlowAfter (a tenth of ProvenLatency) moves
+// into the SlowWorkers pool, so the healthy pool does not wait on hosts
+// that have stopped answering: in the first second after 50 busy hosts
+// hang, they start up to 64 attempts each, more than the healthy pool
+// holds.
 
 // attemptStarted records an attempt beginning on the lane.
+// The clock is set before the count, so a reader racing it errs towards
+// "not stalled".
 func (l *lane) attemptStarted(now time.Time) {
-	if l.running.Add(1) == 1 {
+	if l.running.Load() == 0 {
 		l.progressAt.Store(now.UnixNano())
 	}
+	l.running.Add(1)
 }
 
 // attemptEnded records an attempt ending, which is progress whatever its
@@ -38,8 +43,13 @@ func (l *lane) attemptEnded(now time.Time, took time.Duration, answered bool) {
 	l.running.Add(-1)
 	if answered {
 		// An exponential average over about the last eight answers.
-		old := l.answerNanos.Load()
-		l.answerNanos.Store(old + (int64(took)-old)/8)
+		// The first answer seeds it, so a newly proven lane does not start
+		// from an eighth of its real answer time.
+		if old := l.answerNanos.Load(); old == 0 {
+			l.answerNanos.Store(max(int64(took), 1))
+		} else {
+			l.answerNanos.Store(old + (int64(took)-old)/8)
+		}
 	}
 }
 
