@@ -332,7 +332,8 @@ func (d *Dispatcher) run(q queued, l *lane) {
 	case !l.tried.Load():
 		pool, gauge = d.fresh, d.m.fresh
 	}
-	defer d.acquireSlot(pool)()
+	slot := d.acquireSlot(pool)
+	defer releaseSlot(pool, slot)
 	if d.stopping.Load() {
 		// Shutdown began while this job waited for a worker.
 		br.Abandon(q.job.WebhookID, dec.Probe)

@@ -87,18 +87,28 @@ type poolSlot struct {
 }
 
 // acquireSlot takes a place in pool (blocking). In the healthy pool, once
-// it is more than half taken, it also arms the move to the slow pool; the
-// returned release gives the place back wherever it is then. Below half
-// there is room to spare, so the common fast attempt pays for no timer,
+// it is more than half taken, it also arms the move to the slow pool and
+// returns the armed slot; otherwise nil. Below half there is room to
+// spare, so the common fast attempt pays for no timer and no allocation,
 // and at worst half the pool waits on hosts that stopped answering.
-func (d *Dispatcher) acquireSlot(pool chan struct{}) (release func()) {
+func (d *Dispatcher) acquireSlot(pool chan struct{}) *poolSlot {
 	pool <- struct{}{}
 	if pool != d.slots || len(pool) <= cap(pool)/2 {
-		return func() { <-pool }
+		return nil
 	}
 	s := &poolSlot{pool: pool}
 	s.timer = time.AfterFunc(d.cfg.SlowAfter, func() { s.move(d.slow, d.m.slowMoved) })
-	return s.release
+	return s
+}
+
+// releaseSlot gives back the place acquireSlot took in pool: s's, wherever
+// it is now, when it was armed.
+func releaseSlot(pool chan struct{}, s *poolSlot) {
+	if s == nil {
+		<-pool
+		return
+	}
+	s.release()
 }
 
 // move hands the slot over to pool to if it has room; otherwise the
