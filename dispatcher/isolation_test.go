@@ -303,40 +303,12 @@ func waitAllDisabled(t *testing.T, h *harness, id string, n int) {
 // TestTwoInstancesHonourOneCircuit: two dispatchers share the work and a
 // health bucket; a circuit opened by one is open on both.
 func TestTwoInstancesHonourOneCircuit(t *testing.T) {
-	var stores [2]*health.Store
-	var disps [2]*dispatcher.Dispatcher
-	var mu sync.Mutex
-	setup := func(i int) func(c *dispatcher.Config) {
-		return func(c *dispatcher.Config) {
-			js, err := jetstream.New(c.Conn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			hs, err := health.New(health.Config{JetStream: js, OnChange: func(r health.Record) {
-				mu.Lock()
-				d := disps[i]
-				mu.Unlock()
-				if d != nil {
-					d.ObserveHealth(r)
-				}
-			}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			stores[i] = hs
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { _ = hs.Run(ctx); close(done) }()
-			t.Cleanup(func() { cancel(); <-done })
-			c.Health = hs
-			c.Breaker = breaker.Config{FailureThreshold: 2, Cooldown: time.Minute}
-		}
-	}
-	a := newHarness(t, harnessOpts{cfg: setup(0)})
-	b := a.second(t, setup(1))
-	mu.Lock()
-	disps[0], disps[1] = a.disp, b.disp
-	mu.Unlock()
+	sh := &sharedHealth{t: t}
+	open := func(c *dispatcher.Config) { c.Breaker = breaker.Config{FailureThreshold: 2, Cooldown: time.Minute} }
+	a := newHarness(t, harnessOpts{cfg: sh.cfg(0, open)})
+	b := a.second(t, sh.cfg(1, open))
+	sh.started(a, b)
+	stores := sh.stores
 	r := newReceiver(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
 	w := a.addWebhook("acme", r.URL, events.WorkflowRunCompleted, "")
 	for i := range 10 {
@@ -396,38 +368,16 @@ func TestDisabledWebhookLeavesTheOpenCircuits(t *testing.T) {
 // B stops attempting, it is because it adopted the circuit A opened, from
 // the shared health record. It logs how long that took.
 func TestCircuitOpenedElsewhereIsAdopted(t *testing.T) {
-	var disps [2]*dispatcher.Dispatcher
-	var mu sync.Mutex
-	setup := func(i int, threshold int, agent string) func(c *dispatcher.Config) {
+	sh := &sharedHealth{t: t}
+	instance := func(threshold int, agent string) func(c *dispatcher.Config) {
 		return func(c *dispatcher.Config) {
-			js, err := jetstream.New(c.Conn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			hs, err := health.New(health.Config{JetStream: js, OnChange: func(r health.Record) {
-				mu.Lock()
-				d := disps[i]
-				mu.Unlock()
-				if d != nil {
-					d.ObserveHealth(r)
-				}
-			}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { _ = hs.Run(ctx); close(done) }()
-			t.Cleanup(func() { cancel(); <-done })
-			c.Health, c.UserAgent = hs, agent
+			c.UserAgent = agent
 			c.Breaker = breaker.Config{FailureThreshold: threshold, Cooldown: time.Minute}
 		}
 	}
-	a := newHarness(t, harnessOpts{cfg: setup(0, 2, "instance-a")})
-	b := a.second(t, setup(1, 1000, "instance-b"))
-	mu.Lock()
-	disps[0], disps[1] = a.disp, b.disp
-	mu.Unlock()
+	a := newHarness(t, harnessOpts{cfg: sh.cfg(0, instance(2, "instance-a"))})
+	b := a.second(t, sh.cfg(1, instance(1000, "instance-b")))
+	sh.started(a, b)
 	var fromB atomic.Int64
 	r := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.UserAgent() == "instance-b" {
@@ -470,4 +420,51 @@ func TestCircuitOpenedElsewhereIsAdopted(t *testing.T) {
 	if v := value(t, b, "webhookd_breaker_transitions_total", "to", "open"); v != 1 {
 		t.Errorf("B's transitions to open = %v, want 1 (adopted)", v)
 	}
+}
+
+// sharedHealth gives two dispatchers one health bucket, as two instances
+// on one NATS have: each opens its own health.Store on its connection,
+// and a store's changes reach its dispatcher once started has named it.
+type sharedHealth struct {
+	t      *testing.T
+	mu     sync.Mutex
+	disps  [2]*dispatcher.Dispatcher
+	stores [2]*health.Store
+}
+
+// cfg returns instance i's Config hook: its health store, then more.
+func (s *sharedHealth) cfg(i int, more func(*dispatcher.Config)) func(*dispatcher.Config) {
+	t := s.t
+	return func(c *dispatcher.Config) {
+		js, err := jetstream.New(c.Conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs, err := health.New(health.Config{JetStream: js, OnChange: func(r health.Record) {
+			s.mu.Lock()
+			d := s.disps[i]
+			s.mu.Unlock()
+			if d != nil {
+				d.ObserveHealth(r)
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.stores[i] = hs
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = hs.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		c.Health = hs
+		more(c)
+	}
+}
+
+// started names the two running dispatchers, so their stores' changes
+// reach them.
+func (s *sharedHealth) started(a, b *harness) {
+	s.mu.Lock()
+	s.disps[0], s.disps[1] = a.disp, b.disp
+	s.mu.Unlock()
 }
