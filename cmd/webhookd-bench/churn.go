@@ -28,15 +28,7 @@ type churnResult struct {
 	Seconds   float64     `json:"seconds"`
 	PerSecond float64     `json:"cyclesPerSecond"`
 	Cycle     percentiles `json:"cycleLatency"` // create + delete, one client
-	// The daemon before the first cycle, at the end of the last, and
-	// SettleSeconds later with nothing forced; PeakRSSMiB is the largest
-	// resident set sampled during the cycles.
-	Before        daemonSnap `json:"before"`
-	AtEnd         daemonSnap `json:"atEnd"`
-	After         daemonSnap `json:"after"`
-	PeakRSSMiB    *float64   `json:"peakRssMiB"`
-	SettleSeconds float64    `json:"settleSeconds"`
-	CPUSeconds    *float64   `json:"cpuSeconds"`
+	footprint             // before the first cycle, at the end of the last, after settling
 }
 
 // verdict is why the run failed, if it did: every registration created
@@ -96,7 +88,7 @@ func (b *bench) runChurn(ctx context.Context, s Scenario) (res Result, err error
 			res.ShutdownSeconds = t.proc.stopTook.Seconds()
 		}()
 	}
-	c := &churnResult{Clients: s.Clients, SettleSeconds: s.Settle.Seconds()}
+	c := &churnResult{Clients: s.Clients, footprint: footprint{SettleSeconds: s.Settle.Seconds()}}
 	res.Churn = c
 	var merr error
 	if c.Before, _, merr = snapshot(ctx, t); merr != nil {

@@ -21,7 +21,7 @@ func TestChurnVerdict(t *testing.T) {
 		{"after unreadable", fp(0), nil, "not readable"},
 	}
 	for _, c := range cases {
-		r := churnResult{Cycles: 10, Before: daemonSnap{Registrations: c.before}, After: daemonSnap{Registrations: c.after}}
+		r := churnResult{Cycles: 10, footprint: footprint{Before: daemonSnap{Registrations: c.before}, After: daemonSnap{Registrations: c.after}}}
 		got := r.verdict()
 		switch {
 		case c.fails == "" && len(got) != 0:
@@ -34,9 +34,9 @@ func TestChurnVerdict(t *testing.T) {
 
 func TestChurnLines(t *testing.T) {
 	c := churnResult{Cycles: 2000, Clients: 32, Seconds: 0.8, PerSecond: 2500, Cycle: percentiles{P50: 11.6, P99: 42.5, Max: 52},
-		Before: daemonSnap{RSSMiB: fp(26), Goroutines: fp(98), Registrations: fp(0)}, PeakRSSMiB: fp(38),
-		AtEnd: daemonSnap{RSSMiB: fp(38), Goroutines: fp(99)}, After: daemonSnap{RSSMiB: fp(39), Goroutines: fp(97), Registrations: fp(0)},
-		SettleSeconds: 10, CPUSeconds: fp(0.6)}
+		footprint: footprint{Before: daemonSnap{RSSMiB: fp(26), Goroutines: fp(98), Registrations: fp(0)}, PeakRSSMiB: fp(38),
+			AtEnd: daemonSnap{RSSMiB: fp(38), Goroutines: fp(99)}, After: daemonSnap{RSSMiB: fp(39), Goroutines: fp(97), Registrations: fp(0)},
+			SettleSeconds: 10, CPUSeconds: fp(0.6)}}
 	got := strings.Join(c.lines(), "\n")
 	for _, want := range []string{"2000 create-then-delete cycles through the API in 0.8 s = 2500 cycles/s (32 clients",
 		"300 µs per cycle", "26 MiB before, 38 MiB peak during, 38 MiB at the end, 39 MiB 10 s after",

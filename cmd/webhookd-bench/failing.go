@@ -49,18 +49,13 @@ type failingResult struct {
 	PublishSeconds float64            `json:"publishSeconds"`
 	// What the failing receivers saw: every request, the distinct
 	// (event, webhook) pairs, and the repeats among them.
-	Attempts      int64          `json:"receiverAttempts"`
-	Distinct      int64          `json:"distinctDeliveries"`
-	Repeats       int64          `json:"repeats"`
-	Before        daemonSnap     `json:"before"`
-	AtEnd         daemonSnap     `json:"atEnd"`
-	After         daemonSnap     `json:"after"`
-	PeakRSSMiB    *float64       `json:"peakRssMiB"`
-	SettleSeconds float64        `json:"settleSeconds"`
-	CPUSeconds    *float64       `json:"cpuSeconds"`
-	Streams       []streamBytes  `json:"streams"` // after settling, with the peaks sampled
-	List          *failuresCheck `json:"failuresList"`
-	DaemonFlags   []string       `json:"daemonFlags"`
+	Attempts    int64          `json:"receiverAttempts"`
+	Distinct    int64          `json:"distinctDeliveries"`
+	Repeats     int64          `json:"repeats"`
+	footprint                  // before publishing, at the last give-up, after settling
+	Streams     []streamBytes  `json:"streams"` // after settling, with the peaks sampled
+	List        *failuresCheck `json:"failuresList"`
+	DaemonFlags []string       `json:"daemonFlags"`
 }
 
 // failuresCheck is GET /api/webhook/{id}/failures?limit=1000 asked of
@@ -165,7 +160,7 @@ func (b *bench) runFailing(ctx context.Context, s Scenario) (res Result, err err
 		return res, err
 	}
 	flags := append(slices.Clone(s.DaemonFlags), b.cfg.DaemonFlags...)
-	f := &failingResult{Webhooks: s.Failing, SettleSeconds: s.Settle.Seconds(), DaemonFlags: flags}
+	f := &failingResult{Webhooks: s.Failing, footprint: footprint{SettleSeconds: s.Settle.Seconds()}, DaemonFlags: flags}
 	res.Failing = f
 	var merr error
 	if f.Before, _, merr = snapshot(ctx, t); merr != nil {

@@ -64,8 +64,9 @@ func TestFailingVerdict(t *testing.T) {
 func TestFailingLines(t *testing.T) {
 	f := failingResult{Webhooks: 100, Events: 10_000, Expected: 1_000_000, GaveUp: fp(1e6),
 		ByReason: map[string]float64{"max_attempts": 1e6, "gone": 0}, Seconds: 500, PerSecond: 2000, PublishSeconds: 3,
-		Attempts: 1e6, Distinct: 1e6, CPUSeconds: fp(1000), PeakRSSMiB: fp(400),
-		Before: daemonSnap{RSSMiB: fp(30)}, After: daemonSnap{RSSMiB: fp(200)}, SettleSeconds: 10,
+		Attempts: 1e6, Distinct: 1e6,
+		footprint: footprint{CPUSeconds: fp(1000), PeakRSSMiB: fp(400),
+			Before: daemonSnap{RSSMiB: fp(30)}, After: daemonSnap{RSSMiB: fp(200)}, SettleSeconds: 10},
 		Streams:     []streamBytes{{Stream: "WEBHOOKD_FAILURES", MiB: 12, PeakMiB: 14, LimitMiB: 1024, Policy: "drop_oldest"}},
 		List:        &failuresCheck{Webhooks: 100, Limit: 1000, Bound: 100, MinLen: 100, MaxLen: 100, MaxMillis: 8},
 		DaemonFlags: failingDaemonFlags}

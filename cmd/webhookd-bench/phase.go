@@ -56,6 +56,18 @@ func (w *rssWatch) end() float64 {
 	return float64(w.peak.Load()) / 1024
 }
 
+// footprint is what a run cost the daemon: its state Before the run, AtEnd
+// of it, and After SettleSeconds more with nothing forced; PeakRSSMiB is
+// the largest resident set sampled during the run, CPUSeconds its CPU.
+type footprint struct {
+	Before        daemonSnap `json:"before"`
+	AtEnd         daemonSnap `json:"atEnd"`
+	After         daemonSnap `json:"after"`
+	PeakRSSMiB    *float64   `json:"peakRssMiB"`
+	SettleSeconds float64    `json:"settleSeconds"`
+	CPUSeconds    *float64   `json:"cpuSeconds"`
+}
+
 // daemonSnap is the daemon's state at one moment of a run: resident set
 // (nil for a daemon the bench did not start) and what /metrics says (nil
 // where it could not be read).
